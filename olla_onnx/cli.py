@@ -1,0 +1,39 @@
+"""Entry point of the ``olla-onnx`` command: a thin typer layer over the library.
+
+Library errors (:class:`olla_onnx.errors.OllaInputError`) become one-line
+messages with exit code 2; nothing the user types produces a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from olla_onnx.commands.app import app as _app
+from olla_onnx.commands.app import err_console
+from olla_onnx.errors import OllaInputError
+
+# Importing a command module registers its command on the shared app.
+from olla_onnx.commands import inspect as _inspect  # noqa: F401,E402
+
+
+def app() -> None:
+    """Run the CLI; user errors exit 2 with one line on stderr."""
+    try:
+        _app(standalone_mode=False)
+    except OllaInputError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(2)
+        raise
