@@ -1,0 +1,3 @@
+from olla_onnx.cli import app
+
+app()
