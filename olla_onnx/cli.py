@@ -1,14 +1,18 @@
 """Entry point of the ``olla-onnx`` command: a thin typer layer over the library.
 
 Library errors (:class:`olla_onnx.errors.OllaInputError`) become one-line
-messages with exit code 2; nothing the user types produces a traceback.
+messages with exit code 2; nothing the user types produces a traceback. A bug
+(any other exception) is reported in one line with exit code 1; set
+``OLLA_DEBUG=1`` to see its traceback.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
+from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
 from olla_onnx.commands.app import app as _app
 from olla_onnx.commands.app import err_console
@@ -21,7 +25,7 @@ from olla_onnx.commands import inspect as _inspect  # noqa: F401,E402
 def app() -> None:
     """Run the CLI; user errors exit 2 with one line on stderr."""
     try:
-        _app(standalone_mode=False)
+        rv = _app(standalone_mode=False)
     except OllaInputError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
@@ -30,10 +34,20 @@ def app() -> None:
     except typer.Abort:
         err_console.print("aborted")
         sys.exit(130)
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(2)
-        raise
+    except NoArgsIsHelpError as exc:
+        exc.show()
+        sys.exit(0)
+    except ClickException as exc:  # usage errors: bad option, missing argument
+        exc.show()
+        sys.exit(2)
+    except Exception as exc:  # a bug, not bad input
+        if os.environ.get("OLLA_DEBUG"):
+            raise
+        err_console.print(
+            f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (set OLLA_DEBUG=1 for the traceback)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(1)
+    if isinstance(rv, int) and rv:
+        sys.exit(rv)

@@ -56,3 +56,12 @@ def write_report(path: Path | None, report: dict[str, Any]) -> None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+
+
+@app.callback()
+def _main() -> None:
+    """olla-onnx: memory-optimal node order and arena plan for ONNX training graphs.
+
+    Typical use: `olla-onnx optimize train.onnx -o opt.onnx --plan plan.json`,
+    then `olla-onnx run opt.onnx --plan plan.json` to measure it in onnxruntime.
+    """
