@@ -20,6 +20,8 @@ from olla_onnx.errors import OllaInputError
 
 # Importing a command module registers its command on the shared app.
 from olla_onnx.commands import inspect as _inspect  # noqa: F401,E402
+from olla_onnx.commands import optimize as _optimize  # noqa: F401,E402
+from olla_onnx.commands import plot as _plot  # noqa: F401,E402
 
 
 def app() -> None:

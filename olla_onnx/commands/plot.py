@@ -1,0 +1,50 @@
+"""`olla-onnx plot MODEL [--plan PLAN] -o FIG.png`: live memory per order and the arena layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from olla_onnx.commands.app import app, console, fail, parse_dims, refuse_overwrite
+
+
+@app.command()
+def plot(
+    model: Path = typer.Argument(..., help="An .onnx model or a networkx node-link .json graph."),
+    out: Path = typer.Option(..., "-o", "--out", help="PNG file to write."),
+    plan: Optional[Path] = typer.Option(None, "--plan", help="A plan from `optimize --plan`; without it, optimize first."),
+    time_limit: float = typer.Option(10.0, "--time-limit", help="Seconds for the order search when no plan is given."),
+    dim: Optional[list[str]] = typer.Option(None, "--dim", help="Pin a symbolic dimension: NAME=VALUE (repeatable)."),
+    size_attr: str = typer.Option("size", "--size-attr", help="Node attribute holding output bytes (node-link JSON)."),
+) -> None:
+    """Draw live memory per step (file order, onnxruntime default, optimized) stacked by kind, and the arena."""
+    from olla_onnx.commands.inspect import stock_orders
+    from olla_onnx.frontends import load_graph
+    from olla_onnx.plan import load_plan
+    from olla_onnx.plot import plot_memory
+
+    if out.suffix.lower() != ".png":
+        fail(f"-o {out}: write a .png file")
+    refuse_overwrite(model, out, "-o")
+    with console.status(f"loading {model} ..."):
+        loaded = load_graph(model, dims=parse_dims(dim), size_attr=size_attr)
+    graph = loaded.graph
+    if plan is not None:
+        the_plan = load_plan(plan, graph)
+    else:
+        from olla_onnx.pipeline import optimize_model
+
+        with console.status("optimizing (no --plan given) ..."):
+            the_plan = optimize_model(loaded, time_limit=time_limit).plan
+    named = {
+        "input order (file)": "input_order",
+        "onnxruntime default order": "ort_default",
+    }
+    stock = stock_orders(loaded)
+    orders = {label: stock[key] for label, key in named.items() if key in stock}
+    orders["optimized order (olla-onnx)"] = the_plan.order_indices(graph)
+    with console.status("drawing ..."):
+        plot_memory(graph, orders, the_plan, out, title=f"{model.stem}: live memory per step")
+    console.print(f"wrote {out}")
