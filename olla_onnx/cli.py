@@ -22,6 +22,7 @@ from olla_onnx.errors import OllaInputError
 from olla_onnx.commands import inspect as _inspect  # noqa: F401,E402
 from olla_onnx.commands import optimize as _optimize  # noqa: F401,E402
 from olla_onnx.commands import plot as _plot  # noqa: F401,E402
+from olla_onnx.commands import bench as _bench  # noqa: F401,E402
 
 
 def app() -> None:

@@ -1,0 +1,72 @@
+"""`olla-onnx bench [MODEL...]`: the whole pipeline over the corpus, as a markdown table and JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from olla_onnx.commands.app import app, console, fail
+
+
+@app.command()
+def bench(
+    models: Optional[list[Path]] = typer.Argument(None, help="Models to run (default: every models/*.onnx)."),
+    time_limit: float = typer.Option(10.0, "--time-limit", help="Order-search seconds per model."),
+    run: bool = typer.Option(True, "--run/--no-run", help="Also measure peaks in onnxruntime (default and planned)."),
+    out_md: Path = typer.Option(Path("benchmarks/results/bench.md"), "--out-md", help="Markdown table to write."),
+    out_json: Path = typer.Option(Path("benchmarks/results/bench.json"), "--out-json", help="JSON rows to write."),
+    plots: Optional[Path] = typer.Option(None, "--plots", help="Also draw a PNG per model into this folder."),
+) -> None:
+    """Run inspect, optimize, place and run on every model; write one table."""
+    from olla_onnx.bench import bench as run_bench
+    from olla_onnx.bench import markdown_table
+
+    paths = sorted(models) if models else sorted(Path("models").glob("*.onnx"))
+    if not paths:
+        fail("no models given and none found in models/*.onnx")
+    for p in paths:
+        if not p.exists():
+            fail(f"{p} does not exist")
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as bar:
+        task = bar.add_task("bench", total=len(paths))
+
+        def progress(name: str, i: int) -> None:
+            bar.update(task, description=name, completed=i)
+
+        rows = run_bench(paths, time_limit=time_limit, run=run, progress=progress)
+        bar.update(task, completed=len(paths), description="done")
+    table = markdown_table(rows)
+    command = "olla-onnx bench " + " ".join(
+        [f"--time-limit {time_limit:g}"] + ([] if run else ["--no-run"]) + ([str(p) for p in models] if models else [])
+    )
+    out_md.parent.mkdir(parents=True, exist_ok=True)
+    out_md.write_text(f"# olla-onnx bench\n\nCommand: `{command}`\n\nPeaks include resident bytes; MiB = 2^20 bytes.\n\n{table}")
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps({"command": command, "rows": rows}, indent=1) + "\n")
+    if plots is not None:
+        _draw(paths, plots, time_limit)
+    console.print(table)
+    console.print(f"wrote {out_md} and {out_json}")
+
+
+def _draw(paths: list[Path], folder: Path, time_limit: float) -> None:
+    from olla_onnx.commands.inspect import stock_orders
+    from olla_onnx.frontends import load_graph
+    from olla_onnx.pipeline import optimize_model
+    from olla_onnx.plot import plot_memory
+
+    for p in paths:
+        loaded = load_graph(p)
+        res = optimize_model(loaded, time_limit=time_limit)
+        stock = stock_orders(loaded)
+        orders = {"input order (file)": stock["input_order"]}
+        if "ort_default" in stock:
+            orders["onnxruntime default order"] = stock["ort_default"]
+        orders["optimized order (olla-onnx)"] = list(res.order)
+        plot_memory(loaded.graph, orders, res.plan, folder / f"{p.stem}.png", title=f"{p.stem}: live memory per step")
