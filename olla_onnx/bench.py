@@ -15,8 +15,12 @@ from typing import Any, Callable, Sequence
 MiB = 1024 * 1024
 
 
-def bench_model(path: Path, time_limit: float, run: bool, dims: dict[str, int] | None = None) -> dict[str, Any]:
-    """One row: sizes, stock-order peaks, optimized peak, bound, arena, times, measured peaks."""
+def bench_model(
+    path: Path, time_limit: float, run: bool, dims: dict[str, int] | None = None, plot_dir: Path | None = None
+) -> dict[str, Any]:
+    """One row: sizes, stock-order peaks, optimized peak, bound, arena, times, measured peaks.
+
+    With ``plot_dir``, also draws ``<plot_dir>/<model>.png`` from the same result."""
     from olla_onnx.frontends import load_graph
     from olla_onnx.pipeline import optimize_model
 
@@ -45,10 +49,24 @@ def bench_model(path: Path, time_limit: float, run: bool, dims: dict[str, int] |
     row["transient_saving_vs_ort"] = (
         (transient_base - (res.peak_optimized - res.resident_bytes)) / transient_base if transient_base > 0 else 0.0
     )
+    if plot_dir is not None:
+        _draw(loaded, res, plot_dir / f"{path.stem}.png")
     if run and loaded.format == "onnx":
         row.update(_measure(loaded, res))
     row["wall_seconds"] = round(time.perf_counter() - t0, 2)
     return row
+
+
+def _draw(loaded, res, out: Path) -> None:
+    from olla_onnx.commands.inspect import stock_orders
+    from olla_onnx.plot import plot_memory
+
+    stock = stock_orders(loaded)
+    orders = {"input order (file)": stock["input_order"]}
+    if "ort_default" in stock:
+        orders["onnxruntime default order"] = stock["ort_default"]
+    orders["optimized order (olla-onnx)"] = list(res.order)
+    plot_memory(loaded.graph, orders, res.plan, out, title=f"{out.stem}: live memory per step")
 
 
 def _measure(loaded, res) -> dict[str, Any]:
@@ -74,6 +92,7 @@ def bench(
     time_limit: float = 10.0,
     run: bool = True,
     progress: Callable[[str, int], None] | None = None,
+    plot_dir: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Rows for every model in ``paths``, in order; a model that fails gives a row with its error."""
     rows = []
@@ -81,7 +100,7 @@ def bench(
         if progress:
             progress(p.stem, i)
         try:
-            rows.append(bench_model(p, time_limit, run))
+            rows.append(bench_model(p, time_limit, run, plot_dir=plot_dir))
         except Exception as exc:
             rows.append({"model": p.stem, "error": f"{type(exc).__name__}: {exc}"})
     return rows

@@ -39,7 +39,7 @@ def bench(
         def progress(name: str, i: int) -> None:
             bar.update(task, description=name, completed=i)
 
-        rows = run_bench(paths, time_limit=time_limit, run=run, progress=progress)
+        rows = run_bench(paths, time_limit=time_limit, run=run, progress=progress, plot_dir=plots)
         bar.update(task, completed=len(paths), description="done")
     table = markdown_table(rows)
     command = "olla-onnx bench " + " ".join(
@@ -49,24 +49,6 @@ def bench(
     out_md.write_text(f"# olla-onnx bench\n\nCommand: `{command}`\n\nPeaks include resident bytes; MiB = 2^20 bytes.\n\n{table}")
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps({"command": command, "rows": rows}, indent=1) + "\n")
-    if plots is not None:
-        _draw(paths, plots, time_limit)
     console.print(table)
     console.print(f"wrote {out_md} and {out_json}")
 
-
-def _draw(paths: list[Path], folder: Path, time_limit: float) -> None:
-    from olla_onnx.commands.inspect import stock_orders
-    from olla_onnx.frontends import load_graph
-    from olla_onnx.pipeline import optimize_model
-    from olla_onnx.plot import plot_memory
-
-    for p in paths:
-        loaded = load_graph(p)
-        res = optimize_model(loaded, time_limit=time_limit)
-        stock = stock_orders(loaded)
-        orders = {"input order (file)": stock["input_order"]}
-        if "ort_default" in stock:
-            orders["onnxruntime default order"] = stock["ort_default"]
-        orders["optimized order (olla-onnx)"] = list(res.order)
-        plot_memory(loaded.graph, orders, res.plan, folder / f"{p.stem}.png", title=f"{p.stem}: live memory per step")
