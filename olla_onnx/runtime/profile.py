@@ -1,0 +1,114 @@
+"""The order onnxruntime really executes, read from its profiler's node events.
+
+Each kernel run leaves a profiler event with ``cat == "Node"`` and name
+``<node name>_kernel_time``; sorted by start time, those events are the
+executed order. Nodes inside subgraphs (If/Loop/Scan bodies) are left out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import onnx
+
+_PREFIX = "__olla_node_"
+
+
+def random_feeds(model: onnx.ModelProto, dims: Mapping[str, int] | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+    """Inputs for every graph input that is not an initializer: floats in [0.1, 1), integers 0, booleans False.
+
+    Symbolic dimensions take their value from ``dims`` (default 1).
+    """
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    rng = np.random.default_rng(seed)
+    inits = {t.name for t in model.graph.initializer}
+    feeds: dict[str, np.ndarray] = {}
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        tt = vi.type.tensor_type
+        shape = [d.dim_value if d.HasField("dim_value") else (dims or {}).get(d.dim_param, 1) for d in tt.shape.dim]
+        dtype = tensor_dtype_to_np_dtype(tt.elem_type)
+        if np.issubdtype(dtype, np.floating):
+            feeds[vi.name] = rng.uniform(0.1, 1.0, size=shape).astype(dtype)
+        else:
+            feeds[vi.name] = np.zeros(shape, dtype=dtype)
+    return feeds
+
+
+def profiled_node_names(
+    model: onnx.ModelProto | bytes | str | os.PathLike,
+    sess_options: Any = None,
+    feeds: Mapping[str, np.ndarray] | None = None,
+    providers: tuple[str, ...] = ("CPUExecutionProvider",),
+) -> list[str]:
+    """Run one inference with profiling on; return the names of the nodes run, in execution order.
+
+    ``sess_options`` is an ``onnxruntime.SessionOptions`` (profiling is turned
+    on in it). ``feeds`` default to :func:`random_feeds`. Subgraph nodes appear
+    too (under their own names); nodes onnxruntime folded away do not.
+    """
+    import onnxruntime as ort
+
+    so = sess_options if sess_options is not None else ort.SessionOptions()
+    with tempfile.TemporaryDirectory() as tmp:
+        so.enable_profiling = True
+        so.profile_file_prefix = str(Path(tmp) / "olla_profile")
+        src = model.SerializeToString() if isinstance(model, onnx.ModelProto) else (
+            model if isinstance(model, bytes) else str(model)
+        )
+        sess = ort.InferenceSession(src, so, providers=list(providers))
+        if feeds is None:
+            proto = model if isinstance(model, onnx.ModelProto) else (
+                onnx.load_from_string(model) if isinstance(model, bytes) else onnx.load(str(model), load_external_data=False)
+            )
+            feeds = random_feeds(proto)
+        sess.run(None, dict(feeds))
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    node_events = [e for e in events if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time")]
+    node_events.sort(key=lambda e: e["ts"])  # stable: ties keep the profiler's own order
+    return [e["name"][: -len("_kernel_time")] for e in node_events]
+
+
+def profiled_order(
+    model: onnx.ModelProto,
+    execution_order: str = "default",
+    feeds: Mapping[str, np.ndarray] | None = None,
+    dims: Mapping[str, int] | None = None,
+) -> list[int]:
+    """Indices (into ``model.graph.node``) of the top-level nodes onnxruntime ran, in order.
+
+    The session uses ``ORT_DISABLE_ALL`` so nodes keep their identity, and
+    ``execution_order`` ``"default"`` or ``"priority"``. Nodes are renamed in a
+    private copy so that empty or repeated names are no obstacle. ``model``
+    must carry its external data (or have none). Constant nodes never appear
+    (onnxruntime makes them initializers).
+    """
+    import onnxruntime as ort
+
+    work = onnx.ModelProto()
+    work.CopyFrom(model)
+    for i, node in enumerate(work.graph.node):
+        node.name = f"{_PREFIX}{i}"
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.execution_order = {"default": ort.ExecutionOrder.DEFAULT, "priority": ort.ExecutionOrder.PRIORITY_BASED}[
+        execution_order
+    ]
+    so.intra_op_num_threads = 1
+    names = profiled_node_names(work, so, feeds if feeds is not None else random_feeds(model, dims))
+    out = []
+    seen = set()
+    for nm in names:
+        if nm.startswith(_PREFIX) and nm[len(_PREFIX):].isdigit():
+            i = int(nm[len(_PREFIX):])
+            if i not in seen:  # a node runs once per session run
+                seen.add(i)
+                out.append(i)
+    return out
