@@ -1,0 +1,315 @@
+"""Exact placement by depth-first search over canonical solutions (the MiniMalloc idea).
+
+Decision problem: can every buffer be placed inside ``capacity`` bytes? The
+search builds a solution from the bottom of the arena up. Every buffer goes to
+its *minimum offset*: the highest top of the already placed buffers it overlaps
+in time. A solution in which buffers are placed in non-decreasing order of
+offset, each at its minimum offset, is *canonical*; every feasible instance has
+one (push every buffer down as far as it goes, then read the buffers by offset),
+so searching canonical solutions only is complete.
+
+Pruning rules, each sound on its own (see Moffitt, "MiniMalloc: A Lightweight
+Memory Allocator for Hardware-Accelerated Machine Learning", ASPLOS 2023):
+
+- **canonical order**: the next buffer's offset is not below the last one's, and
+  at equal offsets buffers come in preorder (no permutation is tried twice).
+- **dominance (no avoidable gap)**: a buffer whose offset is at or above the
+  lowest top ``min(min_offset + size)`` of the unplaced buffers is not tried:
+  that lower buffer could be dropped into the gap, giving a canonical solution
+  found on another branch.
+- **section inference**: in each section (a time slice where the set of live
+  buffers is constant) the unplaced buffers overlap each other and all placed
+  ones, so they stack above ``max(floor, offset)``; if ``floor + unplaced bytes``
+  exceeds the capacity anywhere, the branch is dead.
+- **unplaced floor**: a section's floor is at least the smallest minimum offset
+  among its unplaced buffers (sharpens section inference).
+- **hatless pruning**: a buffer with no unplaced buffer overlapping it in time
+  constrains nobody; if the search below it fails, the alternatives fail too.
+- **dynamic decomposition**: once no unplaced buffer spans the boundary between
+  two sections, the two sides are independent subproblems; each is solved on
+  its own and a failure of one ends the branch (no cross product of retries).
+
+The search runs several static preorders (MiniMalloc's WAT, TAW, TWA) round
+robin with a node limit that doubles, which tames heavy-tailed runs. Cost:
+exponential in the worst case; each node costs O(n + S) numpy work.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+OK, NOT_FOUND = 0, 1
+_BIG = np.int64(2**62)
+
+
+class _Stop(Exception):
+    """Node limit or deadline reached (the search state is discarded)."""
+
+    def __init__(self, timeout: bool) -> None:
+        self.timeout = timeout
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Outcome of :func:`search_placement`.
+
+    ``status`` is ``"feasible"`` (``offsets`` is a valid placement within the
+    capacity), ``"infeasible"`` (proved: no placement fits) or ``"timeout"``.
+    """
+
+    status: str
+    offsets: np.ndarray | None
+    nodes: int
+    seconds: float
+
+
+def _preorder_keys(width: np.ndarray, area: np.ndarray, total: np.ndarray, heuristic: str) -> np.ndarray:
+    """Rank of each buffer under a static preorder (descending by each letter, ties by index)."""
+    cols = {"W": width, "A": area, "T": total}
+    keys = [np.arange(width.size)] + [-cols[c] for c in reversed(heuristic)]
+    order = np.lexsort(keys)
+    rank = np.empty(width.size, dtype=np.int64)
+    rank[order] = np.arange(width.size)
+    return rank
+
+
+class _Solver:
+    def __init__(self, lower: np.ndarray, upper: np.ndarray, sizes: np.ndarray, capacity: int, deadline: float) -> None:
+        n = sizes.size
+        self.n = n
+        self.cap = int(capacity)
+        self.deadline = deadline
+        times = np.unique(np.concatenate([lower, upper]))
+        self.slo = np.searchsorted(times, lower).astype(np.int64)
+        self.shi = np.searchsorted(times, upper).astype(np.int64)
+        self.S = max(times.size - 1, 0)
+        self.sz = sizes.astype(np.int64)
+        # Overlap lists: i and j overlap iff lower_i < upper_j and lower_j < upper_i.
+        order = np.argsort(lower, kind="stable")
+        self.nbrs: list[np.ndarray] = []
+        for i in range(n):
+            m = (lower < upper[i]) & (upper > lower[i])
+            m[i] = False
+            self.nbrs.append(np.flatnonzero(m))
+        del order
+        total0 = np.zeros(self.S + 1, dtype=np.int64)
+        np.add.at(total0, self.slo, self.sz)
+        np.add.at(total0, self.shi, -self.sz)
+        self.total0 = np.cumsum(total0)[: self.S]
+        cuts = np.zeros(self.S + 1, dtype=np.int64)  # cuts[k]: buffers spanning boundary k|k+1
+        inner = self.shi - self.slo > 1
+        np.add.at(cuts, self.slo[inner], 1)
+        np.add.at(cuts, self.shi[inner] - 1, -1)
+        self.cuts0 = np.cumsum(cuts)[: max(self.S - 1, 0)]
+        self.width = (upper - lower).astype(np.int64)
+        self.area = self.width * self.sz
+        self.maxtotal = np.array(
+            [self.total0[self.slo[i] : self.shi[i]].max() for i in range(n)], dtype=np.int64
+        ) if n else np.zeros(0, dtype=np.int64)
+        # Section membership as a flat array (section s owns memb[ptr[s]:ptr[s+1]]),
+        # for the unplaced-floor rule.
+        if self.S:
+            span = self.shi - self.slo
+            owner = np.repeat(np.arange(n), span)
+            sec = np.arange(int(span.sum())) - np.repeat(np.cumsum(span) - span, span) + np.repeat(self.slo, span)
+            o = np.lexsort((owner, sec))
+            self.memb = owner[o]
+            self.ptr = np.searchsorted(sec[o], np.arange(self.S + 1))
+        else:
+            self.memb = np.zeros(0, dtype=np.int64)
+            self.ptr = np.zeros(1, dtype=np.int64)
+        self.nodes = 0
+        self.sol = np.full(n, -1, dtype=np.int64)
+
+    def partitions(self) -> list[tuple[np.ndarray, int, int]]:
+        """Independent groups: sections split where no buffer spans the boundary."""
+        if self.n == 0:
+            return []
+        cutpoints = [0] + (np.flatnonzero(self.cuts0 == 0) + 1).tolist() + [self.S]
+        out = []
+        for a, b in zip(cutpoints[:-1], cutpoints[1:]):
+            idx = np.flatnonzero((self.slo >= a) & (self.slo < b))
+            if idx.size:
+                out.append((idx, a, b))
+        return out
+
+    def reset(self, heuristic: str) -> None:
+        self.pre = _preorder_keys(self.width, self.area, self.maxtotal, heuristic)
+        self.mo = np.zeros(self.n, dtype=np.int64)
+        self.placed = np.zeros(self.n, dtype=bool)
+        self.floor = np.zeros(self.S, dtype=np.int64)
+        self.total = self.total0.copy()
+        self.cuts = self.cuts0.copy()
+
+    # The recursive search over one partition (buffers P, sections [a, b)).
+    def dfs(self, P: np.ndarray, a: int, b: int, last_off: int, last_pre: int) -> int:
+        self.nodes += 1
+        self.budget -= 1
+        if self.budget < 0:
+            raise _Stop(False)
+        if (self.nodes & 255) == 0 and time.perf_counter() > self.deadline:
+            raise _Stop(True)
+        U = P[~self.placed[P]]
+        if U.size == 0:
+            return OK
+        mo, sz, pre = self.mo, self.sz, self.pre
+        mou = mo[U]
+        min_height = int((mou + sz[U]).min())
+        preu = pre[U]
+        ok = (mou < min_height) & ((mou > last_off) | ((mou == last_off) & (preu > last_pre)))
+        C = U[ok]
+        if C.size == 0:
+            return NOT_FOUND
+        offs = mo[C]
+        if C.size > 1:
+            o = np.lexsort((pre[C], offs))
+            C, offs = C[o], offs[o]
+        cap = self.cap
+        floor, total, placed, cuts = self.floor, self.total, self.placed, self.cuts
+        # Section inference with the monotonic floor: after a buffer goes to
+        # offset ``off`` (at its minimum offset, so it sits on its sections'
+        # floors), every section needs max(floor, off) + unplaced <= capacity.
+        # Inside the buffer's span that sum is unchanged by placing it, so the
+        # test depends on ``off`` alone: candidates above cap - max(total) fail.
+        tot = total[a:b]
+        off_max = cap - int(tot.max())
+        if offs[0] > off_max:
+            return NOT_FOUND
+        if offs[-1] > off_max:
+            C = C[offs <= off_max]
+        slo, shi, memb, ptr = self.slo, self.shi, self.memb, self.ptr
+        for bi in C.tolist():
+            off = int(mo[bi])
+            s0, s1 = int(slo[bi]), int(shi[bi])
+            size = int(sz[bi])
+            top = off + size
+            placed[bi] = True
+            self.sol[bi] = off
+            nb = self.nbrs[bi]
+            nbu = nb[~placed[nb]]
+            hatless = nbu.size == 0
+            changed = nbu[mo[nbu] < top]
+            old_mo = mo[changed]
+            mo[changed] = top
+            old_floor = floor[s0:s1].copy()
+            floor[s0:s1] = top
+            total[s0:s1] -= size
+            # Unplaced floor: a section's floor is at least the smallest minimum
+            # offset of its unplaced buffers; only sections of buffers whose
+            # minimum offset rose can change.
+            alive = True
+            r0 = r1 = 0
+            if changed.size:
+                r0 = max(int(slo[changed].min()), a)
+                r1 = min(int(shi[changed].max()), b)
+                p0, p1 = ptr[r0], ptr[r1]
+                m = memb[p0:p1]
+                lows = np.minimum.reduceat(np.where(placed[m], _BIG, mo[m]), ptr[r0:r1] - p0) if m.size else None
+                if lows is not None:
+                    seg_floor = floor[r0:r1]
+                    bump = np.where(lows >= _BIG, 0, lows)
+                    bump[ptr[r0 + 1 : r1 + 1] == ptr[r0:r1]] = 0
+                    old_seg = seg_floor.copy()
+                    np.maximum(seg_floor, bump, out=seg_floor)
+                    if ((seg_floor + total[r0:r1]) > cap).any():
+                        alive = False
+                else:
+                    old_seg = None
+            else:
+                old_seg = None
+            status = NOT_FOUND
+            if alive:
+                # Dynamic decomposition: boundaries no unplaced buffer spans any more.
+                zeros: list[int] = []
+                if s1 - s0 > 1:
+                    seg = cuts[s0 : s1 - 1]
+                    seg -= 1
+                    zeros = (np.flatnonzero(seg == 0) + s0 + 1).tolist()
+                try:
+                    if not zeros:
+                        status = self.dfs(P, a, b, off, int(pre[bi]))
+                    else:
+                        status = OK
+                        bounds = [a] + [z for z in zeros if a < z < b] + [b]
+                        rest = P[~placed[P]]
+                        rlo = slo[rest]
+                        for x, y in zip(bounds[:-1], bounds[1:]):
+                            sub = rest[(rlo >= x) & (rlo < y)]
+                            if sub.size == 0:
+                                continue
+                            if self.dfs(sub, x, y, off, -1) != OK:
+                                status = NOT_FOUND
+                                break
+                finally:
+                    if s1 - s0 > 1:
+                        cuts[s0 : s1 - 1] += 1
+            if old_seg is not None:
+                floor[r0:r1] = old_seg
+            floor[s0:s1] = old_floor
+            total[s0:s1] += size
+            mo[changed] = old_mo
+            placed[bi] = False
+            if status == OK:
+                return OK
+            if hatless:
+                break
+        return NOT_FOUND
+
+
+def search_placement(
+    lower: np.ndarray,
+    upper: np.ndarray,
+    sizes: np.ndarray,
+    capacity: int,
+    time_limit: float = 60.0,
+    heuristics: tuple[str, ...] = ("WAT", "TAW", "TWA"),
+) -> SearchResult:
+    """Decide whether the buffers fit in ``capacity`` bytes; return a placement if so.
+
+    Complete: ``"infeasible"`` is a proof (the search space was exhausted under
+    sound pruning), ``"feasible"`` comes with offsets. Buffers of size 0 get
+    offset 0. Independent time windows (no buffer spans their boundary) are
+    solved separately. Cost: exponential in the worst case, bounded by
+    ``time_limit`` seconds (then ``"timeout"``).
+    """
+    t0 = time.perf_counter()
+    lower = np.asarray(lower, dtype=np.int64)
+    upper = np.asarray(upper, dtype=np.int64)
+    sizes = np.asarray(sizes, dtype=np.int64)
+    n = sizes.size
+    offsets = np.zeros(n, dtype=np.int64)
+    live = np.flatnonzero(sizes > 0)
+    if live.size == 0:
+        return SearchResult("feasible", offsets, 0, time.perf_counter() - t0)
+    solver = _Solver(lower[live], upper[live], sizes[live], capacity, t0 + time_limit)
+    if (solver.total0 > capacity).any():
+        return SearchResult("infeasible", None, 0, time.perf_counter() - t0)
+    old_limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old_limit, 4 * solver.n + 1000))
+    try:
+        for P, a, b in solver.partitions():
+            limit = max(P.size, 16)
+            solved = False
+            while not solved:
+                limit *= 2
+                for h in heuristics:
+                    solver.reset(h)
+                    solver.budget = limit
+                    try:
+                        st = solver.dfs(P, a, b, 0, -1)
+                    except _Stop as stop:
+                        if stop.timeout:
+                            return SearchResult("timeout", None, solver.nodes, time.perf_counter() - t0)
+                        continue
+                    if st != OK:
+                        return SearchResult("infeasible", None, solver.nodes, time.perf_counter() - t0)
+                    solved = True
+                    break
+    finally:
+        sys.setrecursionlimit(old_limit)
+    offsets[live] = solver.sol
+    return SearchResult("feasible", offsets, solver.nodes, time.perf_counter() - t0)
