@@ -1,0 +1,185 @@
+"""One entry point for placement: bound, decompose, greedy, exact search, check."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from olla_onnx.errors import OllaInputError
+from olla_onnx.place.greedy import best_greedy
+from olla_onnx.place.problem import Buffers, aligned_sizes, check_placement, load_profile, max_load
+from olla_onnx.place.search import search_placement
+
+#: Largest independent window (in buffers) handed to the exact search; above it
+#: the neighbour lists cost O(n^2) memory and greedy is the answer.
+EXACT_MAX_BUFFERS = 3000
+
+DEFAULT_ALIGNMENT = {"cpu": 64, "cuda": 256}
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Offsets for every buffer (same order as the input) and what is known about them.
+
+    ``arena_bytes`` is ``max(offset + aligned size)``; ``lower_bound`` the most
+    (aligned) bytes alive at any moment; ``optimal`` is true only when no smaller
+    arena exists (arena equals the bound, or the exact search proved the arena
+    one byte... one alignment unit smaller infeasible); ``feasible`` is
+    ``arena_bytes <= capacity`` (true when no capacity was given).
+    """
+
+    offsets: np.ndarray
+    arena_bytes: int
+    lower_bound: int
+    optimal: bool
+    feasible: bool
+    seconds: float
+    method: str
+    alignment: int = 1
+    windows: int = 1
+
+    @property
+    def fragmentation(self) -> float:
+        """``arena / lower_bound - 1`` (0 for a perfect placement)."""
+        return self.arena_bytes / self.lower_bound - 1.0 if self.lower_bound else 0.0
+
+
+def independent_windows(lower: np.ndarray, upper: np.ndarray, sizes: np.ndarray) -> list[np.ndarray]:
+    """Groups of buffers separated by moments where nothing (of nonzero size) is alive.
+
+    Groups never overlap in time, so each can be placed from offset 0 on its own
+    and the arena is the largest group arena. O(n log n).
+    """
+    n = sizes.size
+    if n == 0:
+        return []
+    order = np.argsort(lower, kind="stable")
+    reach = np.maximum.accumulate(upper[order])
+    # A new group starts where the next buffer starts at or after everything before it ended.
+    starts = np.flatnonzero(lower[order][1:] >= reach[:-1]) + 1
+    return [g for g in np.split(order, starts) if g.size]
+
+
+def _tighten_window(
+    lo: np.ndarray,
+    up: np.ndarray,
+    sz: np.ndarray,
+    off: np.ndarray,
+    arena: int,
+    good_enough: int,
+    capacity: int | None,
+    minimize: bool,
+    deadline: float,
+    unit: int,
+) -> tuple[np.ndarray, int, bool, bool]:
+    """Exact search on one window whose greedy arena exceeds ``good_enough``.
+
+    Tries the window's max-load bound first, then bisects between the last
+    capacity proved infeasible and the incumbent. Returns offsets, arena,
+    whether that arena is proven optimal for the window, and whether the
+    search ran. Sizes are multiples of ``unit`` (the alignment), so the search
+    works in units and every offset it returns is aligned.
+    """
+    bound = max_load(lo, up, sz)
+    lo_cap, hi = bound, arena  # the window's optimum lies in [lo_cap, hi]
+    targets: list[int] = [capacity] if capacity is not None and arena > capacity else []
+    searched = False
+    while time.perf_counter() < deadline and lo_cap < hi and hi > good_enough:
+        if targets:
+            cap = targets.pop()
+        elif capacity is not None and not minimize and hi <= capacity:
+            break
+        else:
+            cap = max(lo_cap, good_enough) if lo_cap <= good_enough else (lo_cap + hi) // 2
+        cap_units = cap // unit
+        searched = True
+        res = search_placement(lo, up, sz // unit, cap_units, time_limit=max(deadline - time.perf_counter(), 0.0))
+        if res.status == "feasible":
+            assert res.offsets is not None
+            new_off = res.offsets * unit
+            new_arena = int((new_off + sz).max())
+            if new_arena < arena:
+                off, arena = new_off, new_arena
+            hi = min(hi, new_arena)
+        elif res.status == "infeasible":
+            lo_cap = max(lo_cap, cap_units * unit + unit)
+            if capacity is not None and cap >= capacity and not minimize:
+                break
+        else:
+            break
+    return off, arena, lo_cap >= arena or arena == bound, searched
+
+
+def place(
+    buffers: Buffers,
+    capacity: int | None = None,
+    alignment: int = 1,
+    time_limit: float = 60.0,
+    minimize: bool = True,
+) -> Placement:
+    """Place ``buffers`` in one arena; every result passes :func:`check_placement`.
+
+    Steps: split into independent time windows (nothing alive between them);
+    per window, best-fit greedy under several orders; if that exceeds the
+    window's max-load bound (or ``capacity``), the exact search of
+    :mod:`olla_onnx.place.search` tightens it, keeping the best answer found
+    when ``time_limit`` runs out. With ``minimize=False`` and a capacity, the
+    search stops at the first placement within the capacity.
+
+    Offsets are multiples of ``alignment``; each buffer occupies its size rounded
+    up to the alignment, and the bound and optimality refer to those sizes.
+    Cost: greedy is O(n * k) numpy work (k buffers alive together); the exact
+    search runs only on windows of at most ``EXACT_MAX_BUFFERS`` buffers.
+    """
+    t0 = time.perf_counter()
+    if time_limit <= 0:
+        raise OllaInputError(f"time limit must be positive, got {time_limit}")
+    if capacity is not None and capacity < 0:
+        raise OllaInputError(f"capacity must be >= 0, got {capacity}")
+    deadline = t0 + time_limit
+    lo, up = buffers.lower, buffers.upper
+    sz = aligned_sizes(buffers.sizes, alignment)
+    offsets = np.zeros(len(buffers), dtype=np.int64)
+    bound = max_load(lo, up, sz)
+    windows = independent_windows(lo, up, sz)
+    # Pass 1: greedy everywhere. A window is good enough once its arena is at
+    # most the global bound: improving it further cannot shrink the arena.
+    results = []
+    for g in windows:
+        if g.size == 1:
+            w_off, w_arena, name = np.zeros(1, dtype=np.int64), int(sz[g[0]]), "trivial"
+        else:
+            w_off, w_arena, name = best_greedy(lo[g], up[g], sz[g])
+        results.append([g, w_off, w_arena, f"greedy-{name}", w_arena <= bound])
+    # Pass 2: exact search on the windows above the bound, biggest arena first.
+    goal = bound if (minimize or capacity is None) else max(bound, capacity)
+    for r in sorted(results, key=lambda r: -r[2]):
+        g, w_off, w_arena = r[0], r[1], r[2]
+        if w_arena <= goal or g.size > EXACT_MAX_BUFFERS or time.perf_counter() >= deadline:
+            continue
+        new_off, new_arena, proven, searched = _tighten_window(
+            lo[g], up[g], sz[g], w_off, w_arena, goal, capacity, minimize, deadline, alignment
+        )
+        if searched:
+            r[3] = "search" if new_arena < w_arena else r[3] + "+search"
+        r[1], r[2], r[4] = new_off, new_arena, proven or new_arena <= bound
+    for g, w_off, _, _, _ in results:
+        offsets[g] = w_off
+    arena = check_placement(lo, up, sz, offsets, alignment=alignment)
+    # Optimal: a window that sets the arena is proven optimal (every arena is at
+    # least that window's optimum).
+    optimal = arena == bound or any(r[4] and r[2] == arena for r in results)
+    methods = {r[3] for r in results if r[2] == arena} or {"empty"}
+    return Placement(
+        offsets=offsets,
+        arena_bytes=arena,
+        lower_bound=bound,
+        optimal=bool(optimal),
+        feasible=capacity is None or arena <= capacity,
+        seconds=time.perf_counter() - t0,
+        method=",".join(sorted(methods)),
+        alignment=alignment,
+        windows=len(windows),
+    )
