@@ -132,6 +132,8 @@ def read_onnx(path: Path) -> ModelProto:
         ) from None
     if model.ir_version <= 0 or not model.HasField("graph"):
         raise OnnxFileError(f"{path} is not an ONNX model (no IR version or no graph); is it the right file?")
+    if len(model.opset_import) == 0:
+        raise OnnxFileError(f"{path} declares no opset (truncated or not a complete ONNX model); re-export it")
     if len(model.graph.node) == 0:
         raise OnnxFileError(f"{path} has a graph with no nodes; nothing to order")
     return model
