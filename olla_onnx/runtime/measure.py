@@ -1,0 +1,306 @@
+"""`olla-onnx run` as a library call: onnxruntime's default session against the planned one.
+
+Both sessions get the same seeded random inputs; both peaks are measured
+while onnxruntime runs, through olla-onnx's own allocators, so they compare
+like for like:
+
+- default: onnxruntime's default options; the peak of bytes in use during
+  the second run (steady state, memory pattern in use), initializers included.
+- planned: nodes in the plan's (or the file's) order; run 1 warms up, runs 2
+  and 3 are recorded (the request sequence must repeat), run 3's trace is
+  placed in one arena (:func:`~olla_onnx.runtime.allocator.plan_trace`), and
+  run 4 is served from it. Its peak is the arena plus the heap bytes held
+  (initializers and other resident allocations, and any fallback).
+
+A plan file is validated against the model (:func:`olla_onnx.plan.load_plan`)
+before anything runs.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from olla_onnx.errors import OllaInputError
+from olla_onnx.runtime.allocator import ArenaAllocator, RecordingAllocator, plan_trace
+from olla_onnx.runtime.session import Session, new_allocators, open_session
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """Figures of one `olla-onnx run` (bytes unless named otherwise)."""
+
+    model: str
+    provider: str
+    peak_ort_default_bytes: int
+    peak_planned_bytes: int
+    outputs_equal: bool
+    max_abs_diff: float
+    arena_bytes: int
+    arena_lower_bound: int
+    placement_method: str
+    resident_bytes: int
+    default_resident_bytes: int
+    input_bytes: int
+    allocs_per_run: int
+    planned_allocs: int
+    fallbacks: int
+    first_fallback: str | None
+    trace_stable: bool
+    order_source: str
+    predicted_peak_bytes: int | None
+    prediction_error: float | None
+    seconds: float
+
+    @property
+    def ratio(self) -> float:
+        return self.peak_planned_bytes / self.peak_ort_default_bytes if self.peak_ort_default_bytes else float("nan")
+
+    def report(self) -> dict[str, Any]:
+        """The ``--report-json`` object: DESIGN.md's keys, then the details."""
+        out = asdict(self)
+        out["ratio"] = self.ratio
+        out["seconds"] = round(self.seconds, 3)
+        return out
+
+
+def random_inputs(model, dims: Mapping[str, int] | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded inputs for every graph input that is not an initializer.
+
+    Floats uniform in [0.1, 1); integers and booleans zero (a valid index,
+    label or mask for any size). A symbolic dimension needs a value in ``dims``.
+    """
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    rng = np.random.default_rng(seed)
+    inits = {t.name for t in model.graph.initializer}
+    feeds: dict[str, np.ndarray] = {}
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        tt = vi.type.tensor_type
+        shape = []
+        for d in tt.shape.dim:
+            if d.HasField("dim_value"):
+                shape.append(int(d.dim_value))
+            elif d.dim_param and dims and d.dim_param in dims:
+                shape.append(int(dims[d.dim_param]))
+            else:
+                raise OllaInputError(
+                    f"input {vi.name!r} has an unknown dimension {d.dim_param or '?'!r}; pin it with --dim {d.dim_param or 'NAME'}=VALUE"
+                )
+        dtype = tensor_dtype_to_np_dtype(tt.elem_type)
+        if np.issubdtype(dtype, np.floating):
+            feeds[vi.name] = rng.uniform(0.1, 1.0, size=shape).astype(dtype)
+        else:
+            feeds[vi.name] = np.zeros(shape, dtype=dtype)
+    return feeds
+
+
+def compare_outputs(a: list[np.ndarray], b: list[np.ndarray]) -> tuple[bool, float]:
+    """(all outputs bitwise equal, largest absolute difference over all outputs; NaNs equal NaNs)."""
+    equal, worst = len(a) == len(b), 0.0
+    for x, y in zip(a, b):
+        if x.shape != y.shape or x.dtype != y.dtype:
+            return False, float("inf")
+        if not np.array_equal(x, y, equal_nan=np.issubdtype(x.dtype, np.inexact)):
+            equal = False
+        if x.size and np.issubdtype(x.dtype, np.number):
+            d = np.abs(x.astype(np.float64) - y.astype(np.float64))
+            d = d[~np.isnan(d)] if np.issubdtype(x.dtype, np.inexact) else d
+            if d.size:
+                worst = max(worst, float(d.max()))
+    return equal, worst
+
+
+@dataclass(frozen=True)
+class DefaultMeasurement:
+    peak_bytes: int
+    resident_bytes: int
+    allocs_per_run: int
+    outputs: list
+
+
+def measure_default(model_bytes: bytes, feeds: Mapping[str, np.ndarray], provider: str = "cpu") -> DefaultMeasurement:
+    """Peak bytes of onnxruntime's default session in its second run (steady state)."""
+    host, device = new_allocators("default", provider)
+    s = open_session(model_bytes, "default", host, device, provider)
+    try:
+        rec: RecordingAllocator = s.measured  # type: ignore[assignment]
+        s.run(feeds)
+        rec.reset_peak()
+        resident = rec.in_use
+        before = rec.allocs
+        outs = s.run(feeds)
+        return DefaultMeasurement(rec.peak, resident, rec.allocs - before, outs)
+    finally:
+        s.close()
+
+
+@dataclass(frozen=True)
+class PlannedMeasurement:
+    peak_bytes: int
+    arena_bytes: int
+    arena_lower_bound: int
+    placement_method: str
+    resident_bytes: int
+    allocs_per_run: int
+    planned_allocs: int
+    fallbacks: int
+    first_fallback: str | None
+    trace_stable: bool
+    outputs: list
+
+
+def open_planned(model_bytes: bytes, feeds: Mapping[str, np.ndarray], provider: str = "cpu", time_limit: float = 5.0) -> tuple[Session, dict[str, Any]]:
+    """A planned session, recorded and switched to replay: the next run is served from the arena.
+
+    Returns the session (close it!) and what recording found (trace stability, plan figures).
+    """
+    host, device = new_allocators("planned", provider)
+    s = open_session(model_bytes, "planned", host, device, provider)
+    arena: ArenaAllocator = s.measured  # type: ignore[assignment]
+    try:
+        s.run(feeds)  # warm-up: lazy one-time allocations happen here
+        m1 = arena.log.mark()
+        s.run(feeds)
+        m2 = arena.log.mark()
+        s.run(feeds)
+        t2, t3 = arena.log.window(m1, m2), arena.log.window(m2)
+        plan = plan_trace(t3, time_limit=time_limit)
+        arena.install(plan)
+    except BaseException:
+        s.close()
+        raise
+    info = {
+        "trace_stable": t2.same_requests(t3),
+        "allocs_per_run": len(t3),
+        "arena_bytes": plan.arena_bytes,
+        "arena_lower_bound": plan.lower_bound,
+        "placement_method": plan.method,
+    }
+    return s, info
+
+
+def measure_planned(model_bytes: bytes, feeds: Mapping[str, np.ndarray], provider: str = "cpu", time_limit: float = 5.0) -> PlannedMeasurement:
+    """Record, plan, then measure one run served from the planned arena."""
+    s, info = open_planned(model_bytes, feeds, provider, time_limit)
+    try:
+        arena: ArenaAllocator = s.measured  # type: ignore[assignment]
+        resident = arena.heap_in_use
+        arena.reset_peak()
+        outs = s.run(feeds)
+        st = arena.stats()
+        return PlannedMeasurement(
+            st.peak_bytes, st.arena_bytes, info["arena_lower_bound"], info["placement_method"], resident,
+            info["allocs_per_run"], st.planned_allocs, st.fallbacks, st.first_fallback, info["trace_stable"], outs,
+        )
+    finally:
+        s.close()
+
+
+def load_model_for_run(model_path: Path, plan_path: Path | None, dims: Mapping[str, int] | None):
+    """Read the model; with a plan, validate it (a :class:`PlanError` before anything runs) and
+    put the nodes in its order. Returns (model proto, graph or None, plan or None, order source)."""
+    import onnx
+
+    from olla_onnx.plan import load_plan
+
+    model_path = Path(model_path)
+    if not model_path.exists():
+        raise OllaInputError(f"{model_path} does not exist")
+    if model_path.suffix.lower() != ".onnx":
+        raise OllaInputError(f"{model_path}: `run` needs an .onnx model")
+    graph = None
+    try:
+        from olla_onnx.frontends.onnx import load_onnx
+
+        graph, _ = load_onnx(model_path, dims)
+    except ImportError:
+        graph = None
+    except OllaInputError:
+        if plan_path is not None:
+            raise
+        graph = None
+    try:
+        model = onnx.load(str(model_path))
+    except Exception as exc:
+        raise OllaInputError(f"{model_path} is not a readable ONNX model: {exc}") from None
+    if plan_path is None:
+        return model, graph, None, "file"
+    if graph is None:
+        raise OllaInputError("validating a plan needs the ONNX frontend (olla_onnx.frontends.onnx)")
+    plan = load_plan(plan_path, graph)
+    order = plan.order_indices(graph)
+    nodes = list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes[i] for i in order)
+    return model, graph, plan, "plan"
+
+
+def run_model(
+    model_path: Path,
+    plan_path: Path | None = None,
+    provider: str = "cpu",
+    dims: Mapping[str, int] | None = None,
+    seed: int = 0,
+    time_limit: float = 5.0,
+) -> RunReport:
+    """Run ``model_path`` in onnxruntime's default session and in the planned session; measure both.
+
+    The prediction is the simulator's: the plan's arena plus its resident
+    bytes when a plan is given, else the memory model's peak of the file's
+    order. ``prediction_error`` compares it with the planned peak plus the
+    input bytes (inputs are resident in the model; onnxruntime reads them in
+    place from the caller's arrays, so no allocator sees them).
+    """
+    from olla_onnx.runtime.session import check_provider
+
+    t0 = time.perf_counter()
+    check_provider(provider)
+    model, graph, plan, source = load_model_for_run(Path(model_path), plan_path, dims)
+    feeds = random_inputs(model, dims, seed)
+    data = model.SerializeToString()
+    default = measure_default(data, feeds, provider)
+    planned = measure_planned(data, feeds, provider, time_limit)
+    gc.collect()
+    equal, diff = compare_outputs(default.outputs, planned.outputs)
+    input_bytes = int(sum(a.nbytes for a in feeds.values()))
+    predicted = None
+    if plan is not None:
+        predicted = plan.arena_bytes + plan.resident_bytes
+    elif graph is not None:
+        from olla_onnx.memory import simulate
+
+        predicted = simulate(graph, graph.topological_order()).peak
+    err = None
+    if predicted:
+        err = (planned.peak_bytes + input_bytes) / predicted - 1.0
+    return RunReport(
+        model=Path(model_path).name,
+        provider=provider,
+        peak_ort_default_bytes=default.peak_bytes,
+        peak_planned_bytes=planned.peak_bytes,
+        outputs_equal=equal,
+        max_abs_diff=diff,
+        arena_bytes=planned.arena_bytes,
+        arena_lower_bound=planned.arena_lower_bound,
+        placement_method=planned.placement_method,
+        resident_bytes=planned.resident_bytes,
+        default_resident_bytes=default.resident_bytes,
+        input_bytes=input_bytes,
+        allocs_per_run=planned.allocs_per_run,
+        planned_allocs=planned.planned_allocs,
+        fallbacks=planned.fallbacks,
+        first_fallback=planned.first_fallback,
+        trace_stable=planned.trace_stable,
+        order_source=source,
+        predicted_peak_bytes=predicted,
+        prediction_error=err,
+        seconds=time.perf_counter() - t0,
+    )
