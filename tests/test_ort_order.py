@@ -42,7 +42,21 @@ def check_emulation(m: onnx.ModelProto, dims=None) -> list[int]:
     return ran
 
 
+def dead_branch_model() -> onnx.ModelProto:
+    """Nodes whose outputs nobody reads and that are not graph outputs: onnxruntime still runs them."""
+    vi = lambda n: helper.make_tensor_value_info(n, TensorProto.FLOAT, [3])  # noqa: E731
+    nodes = [
+        helper.make_node("Relu", ["x"], ["a"], name="a"),
+        helper.make_node("Neg", ["a"], ["dead"], name="dead"),
+        helper.make_node("Sigmoid", ["x"], ["b"], name="b"),
+        helper.make_node("Add", ["a", "b"], ["y"], name="y"),
+        helper.make_node("Exp", ["dead"], ["dead2"], name="dead2"),
+    ]
+    return helper.make_model(helper.make_graph(nodes, "g", [vi("x")], [vi("y")]), opset_imports=[helper.make_opsetid("", 17)])
+
+
 HANDMADE = {
+    "dead_branch": dead_branch_model,
     "mlp_training": M.mlp_training,
     "transformer_block": M.transformer_block,
     "resnet_blocks": M.resnet_block,
