@@ -1,0 +1,178 @@
+"""Node ordering for minimal peak memory: heuristics, bounds, exact search, decomposition.
+
+One entry point, :func:`optimize_order`. The pieces, each usable alone:
+
+* :mod:`.reduce`: the compact problem (resident tensors out, sizes / GCD), ASAP/ALAP windows;
+* :mod:`.heuristics`: memory-aware list scheduling, beam search;
+* :mod:`.bounds`: the per-node min-cut lower bound (dominates the ancestor bound);
+* :mod:`.dp`: exact DP over down-sets, on the whole graph or a window of an order;
+* :mod:`.local`: exact re-solving of windows around the peak;
+* :mod:`.decompose`: segments of an order solved apart and stitched;
+* :mod:`.ilp`: the time-indexed integer program (CVXPY + SCIP), warm-started;
+* :mod:`.random_graphs`: layered and training-like random graphs for tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from olla_onnx.graph import Graph
+from olla_onnx.memory import ancestor_bound, simulate
+
+Progress = Callable[[str, float], None]
+
+
+@dataclass(frozen=True)
+class ScheduleResult:
+    """A validated order and what is known about it.
+
+    ``peak`` and ``lower_bound`` are in bytes, resident included. ``optimal`` is
+    True only with a proof, named in ``proof``: ``"bound"`` (peak equals a sound
+    lower bound) or ``"dp"`` (the exact DP over the whole graph finished) or
+    ``"ilp"`` (SCIP reported optimality). ``peaks`` holds the peak each method
+    reached (methods that found nothing better are absent).
+    """
+
+    order: tuple[int, ...]
+    peak: int
+    lower_bound: int
+    optimal: bool
+    method: str
+    seconds: float
+    peaks: dict[str, int] = field(default_factory=dict)
+    lower_bound_method: str = "ancestor/descendant"
+    proof: str = ""
+
+    @property
+    def gap(self) -> float:
+        """(peak - lower bound) / lower bound; 0 when proven optimal."""
+        return (self.peak - self.lower_bound) / self.lower_bound if self.lower_bound else 0.0
+
+
+def optimize_order(
+    graph: Graph,
+    time_limit: float = 10.0,
+    progress: Progress | None = None,
+    *,
+    beam_width: int = 64,
+    exact_states: int = 1_500_000,
+    ilp_max_nodes: int = 40,
+) -> ScheduleResult:
+    """The lowest-peak order found within ``time_limit`` seconds, with a lower bound and, if proven, optimality.
+
+    Steps: stock orders (input, onnxruntime's default when available) and list
+    schedules; the ancestor/descendant bound; beam search; the min-cut bound;
+    the exact DP over the whole graph (up to ``exact_states`` states); if that
+    did not finish, segment and window re-solving until the time is up; the
+    ILP on small graphs the DP could not settle. Stops as soon as the best
+    order meets a bound. The returned order has been checked by
+    :func:`olla_onnx.memory.simulate`; its peak never exceeds the input order's.
+    """
+    from olla_onnx.schedule.bounds import min_cut_bound
+    from olla_onnx.schedule.decompose import solve_segments
+    from olla_onnx.schedule.dp import exact_order
+    from olla_onnx.schedule.heuristics import RULES, beam_search, list_schedule
+    from olla_onnx.schedule.local import improve_windows
+    from olla_onnx.schedule.reduce import reduce_graph
+
+    t0 = time.perf_counter()
+    end = t0 + max(0.0, time_limit)
+    note = progress or (lambda msg, frac: None)
+
+    def budget(frac: float) -> float:
+        now = time.perf_counter()
+        return min(end, now + frac * max(0.0, end - now))
+
+    note("reducing the graph", 0.0)
+    problem = reduce_graph(graph)
+    peaks: dict[str, int] = {}
+    best: list[int] = graph.topological_order()
+    best_peak = problem.peak(best)
+    method = "input order"
+    peaks[method] = problem.to_bytes(best_peak)
+
+    def offer(name: str, order: list[int] | None) -> None:
+        nonlocal best, best_peak, method
+        if order is None:
+            return
+        p = problem.peak(order)
+        peaks[name] = problem.to_bytes(p)
+        if p < best_peak:
+            best, best_peak, method = list(order), p, name
+
+    try:
+        from olla_onnx.schedule.ort_default import ort_default_order
+    except ImportError:
+        ort_default_order = None
+    if ort_default_order is not None:
+        offer("ort default", list(ort_default_order(graph)))
+    note("list scheduling", 0.05)
+    for rule in RULES:
+        offer(f"list/{rule}", list_schedule(problem, rule))
+
+    note("lower bound", 0.1)
+    anc = ancestor_bound(graph)
+    scale = problem.scale
+    lb = max(0, -(-(anc.value - problem.base) // scale))  # scaled, rounded up: peaks are multiples of scale
+    lb_method = anc.method
+    proof = ""
+
+    def done() -> bool:
+        return best_peak <= lb or bool(proof)
+
+    if not done():
+        note("beam search", 0.15)
+        offer("beam", beam_search(problem, best, beam_width, budget(0.15)))
+    if not done():
+        note("min-cut lower bound", 0.3)
+        cut = min_cut_bound(problem, best, lb, budget(0.2))
+        if cut.value > lb:
+            lb, lb_method = cut.value, "min-cut"
+    if not done():
+        note("exact search over down-sets", 0.45)
+        res = exact_order(problem, best, best_peak, budget(0.6), exact_states)
+        offer("dp", list(res.order) if res.order is not None else None)
+        if res.exhaustive:
+            proof = "dp"
+            lb, lb_method = best_peak, "dp"
+    if not done() and problem.n <= ilp_max_nodes and time.perf_counter() < end:
+        note("integer program", 0.7)
+        from olla_onnx.schedule.ilp import solve_ilp
+
+        ires = solve_ilp(problem, best, deadline=budget(0.5))
+        offer("ilp", ires.order)
+        if ires.optimal and ires.peak is not None and ires.peak >= best_peak:
+            proof = "ilp"
+        if ires.bound is not None and ires.bound > lb:
+            lb, lb_method = min(ires.bound, best_peak), "ilp"
+    if not done() and time.perf_counter() < end:
+        note("segments", 0.8)
+        offer("segments", solve_segments(problem, best, budget(0.4)))
+    if not done() and time.perf_counter() < end:
+        note("windows around the peak", 0.9)
+        offer("windows", improve_windows(problem, best, end))
+
+    sim = simulate(graph, best, validate=True)  # the referee
+    if sim.peak != problem.to_bytes(best_peak):
+        raise AssertionError(f"reduced peak {problem.to_bytes(best_peak)} != simulated {sim.peak}")
+    lower = problem.to_bytes(min(lb, best_peak))
+    optimal = bool(proof) or best_peak <= lb
+    if optimal and not proof:
+        proof = "bound"
+    note("done", 1.0)
+    return ScheduleResult(
+        order=tuple(best),
+        peak=sim.peak,
+        lower_bound=lower,
+        optimal=optimal,
+        method=method,
+        seconds=time.perf_counter() - t0,
+        peaks=peaks,
+        lower_bound_method=lb_method,
+        proof=proof,
+    )
+
+
+__all__ = ["ScheduleResult", "optimize_order"]

@@ -1,0 +1,142 @@
+"""Random graphs for tests and benchmarks: layered DAGs and training-like graphs.
+
+Both generators are deterministic given ``seed`` and return a validated :class:`Graph`
+(one output tensor per node unless said otherwise), so they can also be written as
+node-link JSON with :func:`to_node_link`.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from olla_onnx.graph import Graph, Node, Tensor, TensorKind
+
+
+def layered_dag(num_nodes: int, width: int = 6, seed: int = 0, max_fan_in: int = 3, span: int = 2) -> Graph:
+    """A random layered DAG of ``num_nodes`` nodes, one output tensor each.
+
+    Layers hold 1..``width`` nodes; a node reads 1..``max_fan_in`` tensors of the
+    previous ``span`` layers (so many tensors have several consumers), and every
+    node outside the last layer has a reader in a later layer; sizes are
+    random whole KiB between 1 and 64 KiB, a few nodes far larger. The last
+    layer's nodes are the graph outputs.
+    """
+    rnd = random.Random(seed)
+    layers: list[list[int]] = []
+    preds: list[list[int]] = []
+    v = 0
+    while v < num_nodes:
+        k = min(rnd.randint(1, width), num_nodes - v)
+        layer = list(range(v, v + k))
+        for _ in layer:
+            pool = [u for lay in layers[-span:] for u in lay]
+            if pool:
+                m = rnd.randint(1, min(max_fan_in, len(pool)))
+                preds.append(sorted(rnd.sample(pool, m)))
+            else:
+                preds.append([])
+        layers.append(layer)
+        v += k
+    # few sinks: a node nobody reads (outside the last layer) gets a reader in the next layer
+    read = {p for ps in preds for p in ps}
+    for li in range(len(layers) - 1):
+        for u in layers[li]:
+            if u not in read:
+                w = rnd.choice(layers[li + 1])
+                preds[w] = sorted(set(preds[w]) | {u})
+                read.add(u)
+    sizes = [1024 * (rnd.randint(1, 64) if rnd.random() > 0.05 else rnd.randint(128, 512)) for _ in range(num_nodes)]
+    return _one_tensor_per_node(preds, sizes, f"layered{num_nodes}_w{width}_s{seed}")
+
+
+def _one_tensor_per_node(preds: list[list[int]], sizes: list[int], name: str, kinds: list[TensorKind] | None = None) -> Graph:
+    n = len(preds)
+    read = set(p for ps in preds for p in ps)
+    nodes = [Node(f"n{v}", "op", tuple(f"t{p}" for p in preds[v]), (f"t{v}",)) for v in range(n)]
+    tensors = [Tensor(f"t{v}", sizes[v], kinds[v] if kinds else TensorKind.ACTIVATION) for v in range(n)]
+    outputs = [f"t{v}" for v in range(n) if v not in read]
+    return Graph.build(nodes, tensors, outputs, name)
+
+
+def training_graph(
+    layers: int, seed: int = 0, optimizer_state: bool = True, param_kib: tuple[int, int] = (4, 256)
+) -> Graph:
+    """A training-like graph: a forward chain, a backward mirror, one update per parameter.
+
+    Forward layer ``i`` reads the previous activation and parameter ``w_i``
+    (resident) and writes ``a_i``. Backward step ``i`` (from the last layer down)
+    reads the incoming gradient, ``a_{i-1}`` and ``w_i`` and writes the gradient
+    of ``a_{i-1}`` and the gradient ``g_i`` of ``w_i``. The update of ``w_i``
+    reads ``g_i`` (and its optimizer state, resident) and writes the new
+    parameter, a graph output. The file lists all updates at the end, as naive
+    exporters do, so the gradients all live to the end in the input order; the
+    best orders run each update right after its gradient exists. A few layers
+    have a side branch (two nodes) to make the graph wider than a chain.
+    Parameter sizes are drawn from ``param_kib`` (KiB); activations from 8..512 KiB:
+    large parameters make the gradients, and so the update placement, dominate.
+    """
+    rnd = random.Random(seed)
+    nodes: list[Node] = []
+    tensors: list[Tensor] = [Tensor("x", 4096, TensorKind.INPUT)]
+    kib = 1024
+    act = "x"
+    acts = ["x"]
+    for i in range(layers):
+        w = rnd.randint(*param_kib) * kib
+        tensors.append(Tensor(f"w{i}", w, TensorKind.PARAMETER))
+        if optimizer_state:
+            tensors.append(Tensor(f"m{i}", w, TensorKind.OPTIMIZER_STATE))
+        a = rnd.randint(8, 512) * kib
+        if rnd.random() < 0.25:  # a side branch: two nodes whose outputs the layer combines
+            tensors += [Tensor(f"b{i}", rnd.randint(8, 256) * kib), Tensor(f"c{i}", rnd.randint(8, 256) * kib)]
+            nodes.append(Node(f"br{i}", "Branch", (act,), (f"b{i}",)))
+            nodes.append(Node(f"cr{i}", "Branch", (act,), (f"c{i}",)))
+            nodes.append(Node(f"fw{i}", "Layer", (act, f"w{i}", f"b{i}", f"c{i}"), (f"a{i}",)))
+        else:
+            nodes.append(Node(f"fw{i}", "Layer", (act, f"w{i}"), (f"a{i}",)))
+        tensors.append(Tensor(f"a{i}", a))
+        act = f"a{i}"
+        acts.append(act)
+    tensors.append(Tensor("loss", 4))
+    nodes.append(Node("loss", "Loss", (act,), ("loss",)))
+    grad = "loss"
+    for i in reversed(range(layers)):
+        prev = acts[i]
+        gin = f"da{i - 1}" if i > 0 else None
+        outs = (f"g{i}",) + ((gin,) if gin else ())
+        sizes = {f"g{i}": tensors_size(tensors, f"w{i}")}
+        if gin:
+            sizes[gin] = tensors_size(tensors, prev)
+        for name, sz in sizes.items():
+            tensors.append(Tensor(name, sz, TensorKind.GRADIENT))
+        nodes.append(Node(f"bw{i}", "LayerGrad", (grad, prev, f"w{i}"), outs))
+        if gin:
+            grad = gin
+    for i in range(layers):
+        ins = (f"w{i}", f"g{i}") + ((f"m{i}",) if optimizer_state else ())
+        tensors.append(Tensor(f"w{i}_new", tensors_size(tensors, f"w{i}"), TensorKind.PARAMETER))
+        nodes.append(Node(f"upd{i}", "Update", ins, (f"w{i}_new",)))
+    outputs = ["loss"] + [f"w{i}_new" for i in range(layers)]
+    return Graph.build(nodes, tensors, outputs, f"training{layers}_s{seed}")
+
+
+def tensors_size(tensors: list[Tensor], name: str) -> int:
+    for t in reversed(tensors):
+        if t.name == name:
+            return t.size
+    raise KeyError(name)
+
+
+def to_node_link(graph: Graph) -> dict[str, Any]:
+    """Node-link JSON data (``olla_onnx.frontends.networkx`` format) of a one-output-per-node graph."""
+    nodes = []
+    edges = []
+    for v, node in enumerate(graph.nodes):
+        if len(node.outputs) != 1:
+            raise ValueError(f"node {node.name!r} has {len(node.outputs)} outputs; node-link needs exactly one")
+        t = graph.tensors[node.outputs[0]]
+        nodes.append({"id": node.name, "size": t.size, "kind": t.kind.value})
+        for p in graph.preds[v]:
+            edges.append({"source": graph.nodes[p].name, "target": node.name})
+    return {"directed": True, "multigraph": False, "graph": {"name": graph.name}, "nodes": nodes, "edges": edges}

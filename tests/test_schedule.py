@@ -1,0 +1,206 @@
+"""Ordering: every method against brute force on tiny DAGs and against the simulator on random ones."""
+
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from dags import all_topological_orders, random_graphs
+from olla_onnx.frontends.networkx import graph_from_node_link
+from olla_onnx.graph import is_topological
+from olla_onnx.memory import ancestor_bound, simulate
+from olla_onnx.schedule import optimize_order
+from olla_onnx.schedule.bounds import _CutNetwork, min_cut_bound
+from olla_onnx.schedule.decompose import solve_segments
+from olla_onnx.schedule.dp import exact_order, solve_window
+from olla_onnx.schedule.heuristics import RULES, beam_search, list_schedule
+from olla_onnx.schedule.local import improve_windows
+from olla_onnx.schedule.random_graphs import layered_dag, to_node_link, training_graph
+from olla_onnx.schedule.reduce import reduce_graph, windows
+
+
+def brute_force(g):
+    return min(simulate(g, o, validate=False).peak for o in all_topological_orders(g))
+
+
+@settings(max_examples=150, deadline=None)
+@given(random_graphs(max_nodes=12))
+def test_reduced_peak_equals_simulator(g):
+    p = reduce_graph(g)
+    order = g.topological_order()
+    assert p.to_bytes(p.peak(order)) == simulate(g, order).peak
+    live = p.live_per_step(order)
+    if g.num_nodes:
+        assert (p.base + p.scale * live == simulate(g, order).live).all()
+
+
+@settings(max_examples=120, deadline=None)
+@given(random_graphs(max_nodes=8))
+def test_exact_dp_equals_brute_force(g):
+    p = reduce_graph(g)
+    inc = g.topological_order()
+    res = exact_order(p, inc, upper=p.peak(inc) + 1)  # allow ties, so an order always comes back
+    assert res.exhaustive and res.order is not None
+    assert is_topological(g, res.order)
+    assert simulate(g, res.order).peak == brute_force(g) == p.to_bytes(res.window_peak)
+
+
+@settings(max_examples=120, deadline=None)
+@given(random_graphs(max_nodes=8))
+def test_optimize_order_is_optimal_on_tiny_graphs(g):
+    r = optimize_order(g, time_limit=5)
+    assert simulate(g, r.order).peak == r.peak == brute_force(g)
+    assert r.optimal and r.proof and r.lower_bound == r.peak
+
+
+@settings(max_examples=100, deadline=None)
+@given(random_graphs(max_nodes=8))
+def test_min_cut_per_node_equals_best_over_orders(g):
+    """The min cut for node v is exactly the least live total any order has while v runs."""
+    p = reduce_graph(g)
+    if p.n == 0 or sum(p.size) == 0:
+        return
+    net = _CutNetwork(p)
+    assert net.q == 1
+    best = [None] * p.n
+    for o in all_topological_orders(g):
+        live = p.live_per_step(o)
+        for s, v in enumerate(o):
+            best[v] = live[s] if best[v] is None else min(best[v], live[s])
+    for v in range(p.n):
+        fixed = sum(p.size[t] for t in set(p.outs[v]) | set(p.ins[v]))
+        assert fixed + net.min_cut(p, v) == best[v]
+
+
+@settings(max_examples=100, deadline=None)
+@given(random_graphs(max_nodes=8))
+def test_bounds_are_sound_and_ordered(g):
+    p = reduce_graph(g)
+    opt = brute_force(g)
+    anc = ancestor_bound(g).value
+    cut = p.to_bytes(min_cut_bound(p).value)
+    cut_pruned = p.to_bytes(min_cut_bound(p, g.topological_order()).value)
+    assert anc <= cut <= opt
+    assert cut_pruned == cut
+
+
+@settings(max_examples=80, deadline=None)
+@given(random_graphs(max_nodes=14), st.integers(0, 13), st.integers(1, 8))
+def test_window_dp_is_exact_on_its_window(g, a, k):
+    """Re-solving a window gives the best order among those that permute only that window."""
+    p = reduce_graph(g)
+    order = g.topological_order()
+    n = p.n
+    a = min(a, max(0, n - 1))
+    b = min(n, a + k)
+    res = solve_window(p, order, a, b, p.peak(order) + 1)
+    assert res.exhaustive and res.order is not None
+    assert is_topological(g, res.order) and list(res.order[:a]) == order[:a] and list(res.order[b:]) == order[b:]
+    # brute force over the window: all topological orders of the whole graph that keep the outside fixed
+    best = min(
+        p.peak(o) for o in all_topological_orders_fixed(g, order, a, b)
+    )
+    assert p.peak(res.order) == best
+
+
+def all_topological_orders_fixed(g, order, a, b):
+    import itertools
+
+    inside = order[a:b]
+    for perm in itertools.permutations(inside):
+        o = order[:a] + list(perm) + order[b:]
+        if is_topological(g, o):
+            yield o
+
+
+@settings(max_examples=80, deadline=None)
+@given(random_graphs(max_nodes=20))
+def test_every_method_returns_valid_orders_never_worse(g):
+    p = reduce_graph(g)
+    inc = g.topological_order()
+    for rule in RULES:
+        assert is_topological(g, list_schedule(p, rule))
+    b = beam_search(p, inc, 4)
+    if b is not None:
+        assert is_topological(g, b) and p.peak(b) < p.peak(inc)
+    far = time.perf_counter() + 5
+    for o in (improve_windows(p, inc, far, sizes=(3, 5)), solve_segments(p, inc, far, segment=4)):
+        assert is_topological(g, o) and p.peak(o) <= p.peak(inc)
+
+
+def test_windows_are_sound():
+    g = layered_dag(30, width=4, seed=3)
+    p = reduce_graph(g)
+    asap, alap = windows(p)
+    rng = np.random.default_rng(0)
+    for _ in range(50):  # random topological orders stay inside the windows
+        indeg = [len(x) for x in p.preds]
+        ready = [v for v in range(p.n) if indeg[v] == 0]
+        order = []
+        while ready:
+            v = ready.pop(rng.integers(len(ready)))
+            order.append(v)
+            for w in p.succs[v]:
+                indeg[w] -= 1
+                if indeg[w] == 0:
+                    ready.append(w)
+        for s, v in enumerate(order):
+            assert asap[v] <= s <= alap[v]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ilp_equals_brute_force(seed):
+    from olla_onnx.schedule.ilp import solve_ilp
+
+    g = layered_dag(8, width=3, seed=seed)
+    p = reduce_graph(g)
+    res = solve_ilp(p, list_schedule(p), time.perf_counter() + 30)
+    assert res.optimal and res.status == "optimal"
+    opt = brute_force(g)
+    assert p.to_bytes(res.peak) == opt and p.to_bytes(res.bound) == opt
+    assert is_topological(g, res.order)
+
+
+def test_ilp_time_limit_is_not_a_proof():
+    from olla_onnx.schedule.ilp import solve_ilp
+
+    g = layered_dag(60, width=6, seed=4)
+    p = reduce_graph(g)
+    inc = list_schedule(p)
+    res = solve_ilp(p, inc, time.perf_counter() + 0.5)
+    assert not res.optimal and res.status != "optimal"
+    if res.order is not None:
+        assert is_topological(g, res.order) and res.peak <= p.peak(inc)
+    if res.bound is not None:
+        assert res.bound <= p.peak(inc)
+
+
+def test_training_graph_updates_run_early_and_are_proven():
+    g = training_graph(12, seed=3, param_kib=(512, 2048))
+    r = optimize_order(g, time_limit=10)
+    assert r.optimal
+    assert r.peak <= simulate(g, g.topological_order()).peak
+    pos = {g.nodes[v].name: s for s, v in enumerate(r.order)}
+    # the largest gradient's update comes before the backward pass ends
+    assert min(pos[f"upd{i}"] for i in range(12)) < pos["bw0"]
+
+
+def test_layered_dag_generator_and_node_link_round_trip():
+    g = layered_dag(200, width=6, seed=7)
+    assert g.num_nodes == 200
+    assert any(len(c) > 1 for c in g.consumers.values())
+    h = graph_from_node_link(to_node_link(g))
+    assert h.num_nodes == 200
+    order = g.topological_order()
+    assert simulate(h, order).peak == simulate(g, order).peak
+    assert layered_dag(200, width=6, seed=7).tensors == g.tensors  # deterministic
+
+
+def test_optimize_order_medium_graph_never_worse_than_stock():
+    g = layered_dag(300, width=6, seed=11)
+    r = optimize_order(g, time_limit=5)
+    assert is_topological(g, r.order)
+    assert r.peak <= r.peaks["input order"] and r.lower_bound <= r.peak
+    if "ort default" in r.peaks:
+        assert r.peak <= r.peaks["ort default"]
