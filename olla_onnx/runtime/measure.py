@@ -12,6 +12,11 @@ like for like:
   run 4 is served from it. Its peak is the arena plus the heap bytes held
   (initializers and other resident allocations, and any fallback).
 
+``planned_equals_unplanned`` compares the arena-served run with a run of the
+same session served from the heap (bitwise): the allocator's own check.
+``outputs_equal``/``max_abs_diff`` compare with the default session, whose
+graph optimizations (fusions) may change the rounding of float results.
+
 A plan file is validated against the model (:func:`olla_onnx.plan.load_plan`)
 before anything runs.
 """
@@ -41,6 +46,8 @@ class RunReport:
     peak_planned_bytes: int
     outputs_equal: bool
     max_abs_diff: float
+    max_rel_diff: float
+    planned_equals_unplanned: bool
     arena_bytes: int
     arena_lower_bound: int
     placement_method: str
@@ -52,6 +59,7 @@ class RunReport:
     fallbacks: int
     first_fallback: str | None
     trace_stable: bool
+    ort_mem_reuse: bool
     order_source: str
     predicted_peak_bytes: int | None
     prediction_error: float | None
@@ -118,6 +126,19 @@ def compare_outputs(a: list[np.ndarray], b: list[np.ndarray]) -> tuple[bool, flo
     return equal, worst
 
 
+def relative_diff(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    """Largest ``|x - y| / max(|x|, tiny)`` over all floating outputs (0 for equal lists)."""
+    worst = 0.0
+    for x, y in zip(a, b):
+        if x.shape == y.shape and x.size and np.issubdtype(x.dtype, np.floating):
+            x64, y64 = x.astype(np.float64), y.astype(np.float64)
+            d = np.abs(x64 - y64) / np.maximum(np.abs(x64), np.finfo(np.float32).tiny)
+            d = d[np.isfinite(d)]
+            if d.size:
+                worst = max(worst, float(d.max()))
+    return worst
+
+
 @dataclass(frozen=True)
 class DefaultMeasurement:
     peak_bytes: int
@@ -154,23 +175,47 @@ class PlannedMeasurement:
     fallbacks: int
     first_fallback: str | None
     trace_stable: bool
+    mem_reuse: bool
     outputs: list
+    recorded_outputs: list
 
 
-def open_planned(model_bytes: bytes, feeds: Mapping[str, np.ndarray], provider: str = "cpu", time_limit: float = 5.0) -> tuple[Session, dict[str, Any]]:
+def open_planned(
+    model_bytes: bytes,
+    feeds: Mapping[str, np.ndarray],
+    provider: str = "cpu",
+    time_limit: float = 5.0,
+    mem_reuse: bool | None = None,
+) -> tuple[Session, dict[str, Any]]:
     """A planned session, recorded and switched to replay: the next run is served from the arena.
 
-    Returns the session (close it!) and what recording found (trace stability, plan figures).
+    ``mem_reuse`` sets onnxruntime's own buffer reuse in the planned session;
+    ``None`` records both ways and keeps the session whose arena plus
+    resident bytes is smaller (onnxruntime's reuse saves in-place copies but
+    stretches lifetimes: a reused buffer lives from its first to its last tenant).
+    Returns the session (close it!) and what recording found.
     """
+    if mem_reuse is None:
+        best = None
+        for reuse in (False, True):
+            s, info = open_planned(model_bytes, feeds, provider, time_limit, reuse)
+            held = info["arena_bytes"] + info["resident_bytes"]
+            if best is None or held < best[2]:
+                if best is not None:
+                    best[0].close()
+                best = (s, info, held)
+            else:
+                s.close()
+        return best[0], best[1]
     host, device = new_allocators("planned", provider)
-    s = open_session(model_bytes, "planned", host, device, provider)
+    s = open_session(model_bytes, "planned", host, device, provider, mem_reuse)
     arena: ArenaAllocator = s.measured  # type: ignore[assignment]
     try:
         s.run(feeds)  # warm-up: lazy one-time allocations happen here
         m1 = arena.log.mark()
         s.run(feeds)
         m2 = arena.log.mark()
-        s.run(feeds)
+        recorded = s.run(feeds)
         t2, t3 = arena.log.window(m1, m2), arena.log.window(m2)
         plan = plan_trace(t3, time_limit=time_limit)
         arena.install(plan)
@@ -183,13 +228,18 @@ def open_planned(model_bytes: bytes, feeds: Mapping[str, np.ndarray], provider: 
         "arena_bytes": plan.arena_bytes,
         "arena_lower_bound": plan.lower_bound,
         "placement_method": plan.method,
+        "resident_bytes": arena.heap_in_use,
+        "mem_reuse": bool(mem_reuse),
+        "recorded_outputs": recorded,
     }
     return s, info
 
 
-def measure_planned(model_bytes: bytes, feeds: Mapping[str, np.ndarray], provider: str = "cpu", time_limit: float = 5.0) -> PlannedMeasurement:
+def measure_planned(
+    model_bytes: bytes, feeds: Mapping[str, np.ndarray], provider: str = "cpu", time_limit: float = 5.0, mem_reuse: bool | None = None
+) -> PlannedMeasurement:
     """Record, plan, then measure one run served from the planned arena."""
-    s, info = open_planned(model_bytes, feeds, provider, time_limit)
+    s, info = open_planned(model_bytes, feeds, provider, time_limit, mem_reuse)
     try:
         arena: ArenaAllocator = s.measured  # type: ignore[assignment]
         resident = arena.heap_in_use
@@ -198,7 +248,8 @@ def measure_planned(model_bytes: bytes, feeds: Mapping[str, np.ndarray], provide
         st = arena.stats()
         return PlannedMeasurement(
             st.peak_bytes, st.arena_bytes, info["arena_lower_bound"], info["placement_method"], resident,
-            info["allocs_per_run"], st.planned_allocs, st.fallbacks, st.first_fallback, info["trace_stable"], outs,
+            info["allocs_per_run"], st.planned_allocs, st.fallbacks, st.first_fallback, info["trace_stable"],
+            info["mem_reuse"], outs, info["recorded_outputs"],
         )
     finally:
         s.close()
@@ -270,6 +321,8 @@ def run_model(
     planned = measure_planned(data, feeds, provider, time_limit)
     gc.collect()
     equal, diff = compare_outputs(default.outputs, planned.outputs)
+    rel = relative_diff(default.outputs, planned.outputs)
+    same_session_equal, _ = compare_outputs(planned.recorded_outputs, planned.outputs)
     input_bytes = int(sum(a.nbytes for a in feeds.values()))
     predicted = None
     if plan is not None:
@@ -288,6 +341,8 @@ def run_model(
         peak_planned_bytes=planned.peak_bytes,
         outputs_equal=equal,
         max_abs_diff=diff,
+        max_rel_diff=rel,
+        planned_equals_unplanned=same_session_equal,
         arena_bytes=planned.arena_bytes,
         arena_lower_bound=planned.arena_lower_bound,
         placement_method=planned.placement_method,
@@ -299,6 +354,7 @@ def run_model(
         fallbacks=planned.fallbacks,
         first_fallback=planned.first_fallback,
         trace_stable=planned.trace_stable,
+        ort_mem_reuse=planned.mem_reuse,
         order_source=source,
         predicted_peak_bytes=predicted,
         prediction_error=err,

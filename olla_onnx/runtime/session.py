@@ -39,8 +39,13 @@ CUDA_FREE_FN = C.CFUNCTYPE(None, C.c_void_p)
 CUDA_EMPTY_FN = C.CFUNCTYPE(None)
 
 
-def session_options(kind: str) -> Any:
-    """``onnxruntime.SessionOptions`` for a ``"default"`` or a ``"planned"`` session (module docstring)."""
+def session_options(kind: str, mem_reuse: bool = True) -> Any:
+    """``onnxruntime.SessionOptions`` for a ``"default"`` or a ``"planned"`` session (module docstring).
+
+    ``mem_reuse=False`` (planned only) stops onnxruntime from handing a dead
+    tensor's buffer to a later tensor itself: then every tensor is its own
+    request and the arena plan sees the true lifetimes (no in-place reuse).
+    """
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -50,6 +55,7 @@ def session_options(kind: str) -> Any:
         so.execution_order = ort.ExecutionOrder.PRIORITY_BASED
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.enable_mem_pattern = False
+        so.enable_mem_reuse = bool(mem_reuse)
     elif kind != "default":
         raise ValueError(f"unknown session kind {kind!r}")
     return so
@@ -142,11 +148,13 @@ class Session:
         self.keepalive.clear()
 
 
-def open_session(model: bytes, kind: str, host: Backend, device: Backend | None = None, provider: str = "cpu") -> Session:
+def open_session(
+    model: bytes, kind: str, host: Backend, device: Backend | None = None, provider: str = "cpu", mem_reuse: bool = True
+) -> Session:
     """Create a ``kind`` session of the serialized ``model`` whose allocations go to ``host``/``device``."""
     import onnxruntime as ort
 
-    so = session_options(kind)
+    so = session_options(kind, mem_reuse)
     name = check_provider(provider)
     keep: list = []
     providers: Sequence[Any]
