@@ -176,6 +176,53 @@ def test_data_propagation_sizes_a_reshape_through_shape_ops():
     assert g.tensors["flat"].size == 24 * 4
 
 
+def test_shape_arithmetic_that_onnx_cannot_propagate_is_evaluated_exactly():
+    """The TorchScript exporter's pattern: a Slice end computed by a Reshape of a constant."""
+    i64 = lambda name, v: numpy_helper.from_array(np.array(v, np.int64), name)  # noqa: E731
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Reshape", ["one_scalar", "shape1"], ["end"]),
+        helper.make_node("Slice", ["s", "zero", "end"], ["lead"]),
+        helper.make_node("Concat", ["lead", "minus1"], ["target"], axis=0),
+        helper.make_node("Reshape", ["x", "target"], ["flat"]),
+        helper.make_node("Relu", ["flat"], ["y"]),
+    ]
+    inits = [i64("zero", [0]), i64("one_scalar", 1), i64("shape1", [1]), i64("minus1", [-1])]
+    m = model(nodes, [vi("x", [2, 3, 4])], [vi("y", None)], inits)
+    plain = onnx.shape_inference.infer_shapes(m, strict_mode=True, data_prop=True)
+    assert not any(v.name == "flat" and v.type.tensor_type.shape.dim for v in plain.graph.value_info)
+    g = graph_from_model(m)
+    assert g.tensors["flat"].size == g.tensors["y"].size == 24 * 4
+    assert [n.op_type for n in g.nodes] == [n.op_type for n in m.graph.node]  # folding touched a private copy only
+
+
+def _real_sizes(m: onnx.ModelProto) -> dict[str, int]:
+    """Bytes of every non-Constant node output, as onnxruntime really produces them."""
+    import onnxruntime as ort
+
+    from olla_onnx.runtime.profile import random_feeds
+
+    names = [o for n in m.graph.node if n.op_type != "Constant" for o in n.output if o]
+    probe = onnx.ModelProto()
+    probe.CopyFrom(m)
+    del probe.graph.output[:]
+    for i, node in enumerate(probe.graph.node):
+        node.name = f"n{i}"  # onnxruntime refuses repeated node names
+    probe.graph.output.extend(helper.make_empty_tensor_value_info(o) for o in names)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return {o: r.nbytes for o, r in zip(names, sess.run(None, random_feeds(m)))}
+
+
+@pytest.mark.parametrize("build", [M.mlp_training, M.transformer_block, M.resnet_block, lambda: M.random_dag(30, 1)])
+def test_sizes_equal_the_bytes_onnxruntime_produces(build):
+    m = build()
+    g = graph_from_model(m)
+    real = _real_sizes(m)
+    assert real and {o: g.tensors[o].size for o in real} == real
+
+
 # --------------------------------------------------------- control flow, other domains
 
 

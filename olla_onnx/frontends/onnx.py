@@ -310,22 +310,118 @@ def _pin_dims(model: ModelProto, dims: Mapping[str, int]) -> None:
                     d.dim_value = int(dims[d.dim_param])
 
 
-def infer_types(model: ModelProto, dims: Mapping[str, int] | None = None, label: str = "model") -> dict[str, onnx.TypeProto]:
-    """Strict ONNX shape inference (data propagation on) of a copy with ``dims`` pinned.
-
-    Returns name -> TypeProto for graph inputs, outputs and inferred values.
-    The caller's model is not modified.
-    """
-    work = ModelProto()
-    work.CopyFrom(model)
-    if dims:
-        _pin_dims(work, dims)
+def _run_inference(work: ModelProto, label: str) -> dict[str, onnx.TypeProto]:
     try:
         inferred = onnx.shape_inference.infer_shapes(work, check_type=True, strict_mode=True, data_prop=True)
     except Exception as exc:  # InferenceError, ValidationError, RuntimeError from C++
         msg = " ".join(str(exc).split())
         raise OllaInputError(f"ONNX shape inference failed on {label}: {msg[:400]}") from None
     return {vi.name: vi.type for vi in _shape_entries(inferred.graph)}
+
+
+def _static_shape(tp: onnx.TypeProto | None) -> tuple[int, ...] | None:
+    if tp is None or not tp.HasField("tensor_type") or not tp.tensor_type.HasField("shape"):
+        return None
+    dims = []
+    for d in tp.tensor_type.shape.dim:
+        if not d.HasField("dim_value"):
+            return None
+        dims.append(d.dim_value)
+    return tuple(dims)
+
+
+def _all_sized(work: ModelProto, types: Mapping[str, onnx.TypeProto]) -> bool:
+    return all(_static_shape(types.get(o)) is not None for n in work.graph.node for o in n.output if o)
+
+
+# ops evaluated on constant inputs to finish shape computations that ONNX's data propagation leaves open
+_FOLDABLE = frozenset(
+    "Shape Size Gather Slice Concat Unsqueeze Squeeze Reshape Cast Add Sub Mul Div Neg Equal Less Greater Where "
+    "Expand ReduceProd Identity Range Min Max Floor Ceil Sqrt Abs Mod ConstantOfShape Not And Or Transpose".split()
+)
+_FOLD_LIMIT = 4096  # elements: shape arithmetic is tiny; anything bigger is data, not shape
+
+
+def _fold_constants(work: ModelProto, types: Mapping[str, onnx.TypeProto]) -> int:
+    """Replace nodes computable from constants (shape arithmetic) by Constant nodes, in place; return how many.
+
+    Constants are: initializers that are not graph inputs (so cannot be overridden) with inline data, Constant
+    nodes, and the Shape/Size of tensors whose static shape is known. Only default-domain ops of
+    :data:`_FOLDABLE` on small inputs are evaluated (with onnx's reference evaluator): this is exact
+    evaluation, never a guess.
+    """
+    import numpy as np
+    from onnx import helper, numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    g = work.graph
+    overridable = {v.name for v in g.input}
+    known: dict[str, np.ndarray] = {}
+    for t in g.initializer:
+        if t.name not in overridable and t.data_location != TensorProto.EXTERNAL and math.prod(t.dims) <= _FOLD_LIMIT:
+            try:
+                known[t.name] = numpy_helper.to_array(t)
+            except Exception:
+                pass
+    opsets = {o.domain or "": o.version for o in work.opset_import}
+    folded = 0
+    for i, node in enumerate(g.node):
+        if node.domain not in _DEFAULT_DOMAINS or len(node.output) != 1 or not node.output[0]:
+            continue
+        out = node.output[0]
+        value = None
+        if node.op_type == "Constant":
+            try:
+                value = onnx.numpy_helper.to_array(node.attribute[0].t) if node.attribute[0].HasField("t") else None
+            except Exception:
+                value = None
+            if value is not None and value.size <= _FOLD_LIMIT:
+                known[out] = value
+            continue
+        if node.op_type in ("Shape", "Size") and node.input and node.input[0]:
+            shape = _static_shape(types.get(node.input[0]))
+            if shape is None:
+                continue
+            if node.op_type == "Size":
+                value = np.array(math.prod(shape), dtype=np.int64)
+            else:
+                attrs = {a.name: a.i for a in node.attribute}
+                start, end = attrs.get("start", 0), attrs.get("end", len(shape))
+                value = np.array(shape[slice(start, end)], dtype=np.int64)
+        elif node.op_type in _FOLDABLE and all((x in known) for x in node.input if x):
+            try:
+                feeds = {x: known[x] for x in node.input if x}
+                value = np.asarray(ReferenceEvaluator(node, opsets=opsets).run(None, feeds)[0])
+            except Exception:
+                continue
+        if value is None or value.size > _FOLD_LIMIT:
+            continue
+        known[out] = value
+        const = helper.make_node("Constant", [], [out], value=numpy_helper.from_array(value), name=node.name)
+        g.node[i].CopyFrom(const)
+        folded += 1
+    return folded
+
+
+def infer_types(model: ModelProto, dims: Mapping[str, int] | None = None, label: str = "model") -> dict[str, onnx.TypeProto]:
+    """Strict ONNX shape inference (data propagation on) of a copy with ``dims`` pinned.
+
+    When some produced tensor is left without a static shape, shape arithmetic
+    on constants (e.g. Shape -> Slice -> Reshape -> Concat, as the TorchScript
+    exporter writes it) is evaluated exactly on the copy and inference re-run,
+    a few rounds at most. Returns name -> TypeProto for graph inputs, outputs
+    and inferred values. The caller's model is not modified.
+    """
+    work = ModelProto()
+    work.CopyFrom(model)
+    if dims:
+        _pin_dims(work, dims)
+    types = _run_inference(work, label)
+    for _ in range(8):
+        if _all_sized(work, types) or _fold_constants(work, types) == 0:
+            break
+        types = _run_inference(work, label)
+    return types
 
 
 def _initializer_info(model: ModelProto) -> dict[str, tuple[int, tuple[int, ...], int]]:
