@@ -138,11 +138,15 @@ def resnet_block(batch: int = 2, c: int = 8, hw: int = 8) -> onnx.ModelProto:
     return helper.make_model(g, opset_imports=OPSET)
 
 
-def random_dag(n: int, seed: int, shuffle_names: bool = True, n_inputs: int = 3, window: int = 6) -> onnx.ModelProto:
+def random_dag(
+    n: int, seed: int, shuffle_names: bool = True, n_inputs: int = 3, window: int = 6, shapes: bool = False
+) -> onnx.ModelProto:
     """A random DAG of elementwise ops on [4, 4] float tensors, listed topologically.
 
     Node names are random strings (so the file order, not the names, decides
-    onnxruntime's tie-breaking), some empty and some repeated.
+    onnxruntime's tie-breaking), some empty and some repeated. With ``shapes``,
+    some steps are a Shape node feeding an Expand (onnxruntime runs ready Shape
+    nodes early under PRIORITY_BASED).
     """
     rnd = random.Random(seed)
     names = [f"in{i}" for i in range(n_inputs)]
@@ -154,6 +158,9 @@ def random_dag(n: int, seed: int, shuffle_names: bool = True, n_inputs: int = 3,
         if op == "Max" and rnd.random() < 0.5:
             ins.append(rnd.choice(names))
         nm = rnd.choice(["", "dup", f"n{rnd.randrange(10**6)}", f"z{i}"]) if shuffle_names else f"n{i}"
+        if shapes and rnd.random() < 0.3:
+            nodes.append(helper.make_node("Shape", [rnd.choice(names)], [f"s{i}"], name=f"shape{i}"))
+            op, ins = "Expand", [rnd.choice(pool), f"s{i}"]
         nodes.append(helper.make_node(op, ins, [f"t{i}"], name=nm))
         names.append(f"t{i}")
     read = {x for nd in nodes for x in nd.input}

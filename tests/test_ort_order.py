@@ -19,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 from olla_onnx.frontends.onnx import graph_from_model
 from olla_onnx.graph import is_topological
 from olla_onnx.runtime.profile import profiled_node_names, profiled_order
-from olla_onnx.schedule.ort_default import file_order, ort_default_order
+from olla_onnx.schedule.ort_default import file_order, ort_default_order, ort_priority_order
 
 sys.path.insert(0, str(Path(__file__).parent))
 import onnx_models as M  # noqa: E402
@@ -109,6 +109,23 @@ def test_priority_based_runs_ready_shape_nodes_early():
         opset_imports=[helper.make_opsetid("", 17)],
     )
     assert profiled_order(m, "priority")[0] == 2
+    assert without_constants(graph_from_model(m), ort_priority_order(graph_from_model(m))) == profiled_order(m, "priority")
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 40), st.integers(0, 10**6))
+def test_both_emulations_equal_profiled_orders_on_random_dags_with_shape_nodes(n, seed):
+    m = M.random_dag(n, seed, shapes=True)
+    g = graph_from_model(m)
+    assert without_constants(g, ort_priority_order(g)) == profiled_order(m, "priority")
+    assert without_constants(g, ort_default_order(g)) == profiled_order(m, "default")
+
+
+@settings(max_examples=200, deadline=None)
+@given(random_graphs(max_nodes=14))
+def test_priority_order_is_file_order_without_shape_nodes(graph):
+    order = ort_priority_order(graph)
+    assert is_topological(graph, order) and order == graph.topological_order()
 
 
 @settings(max_examples=30, deadline=None)

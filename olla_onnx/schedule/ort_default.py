@@ -21,9 +21,10 @@ So the last leaf's whole ancestry runs first, and the file order matters only
 through node indices. The default session (``ORT_ENABLE_ALL``) first rewrites
 the graph (constant folding, fusions, layout changes, dead-node removal), then
 applies the same rule to the rewritten graph; its order cannot be expressed
-on the original nodes and is not emulated. ``PRIORITY_BASED`` order is a Kahn
-sort that prefers ready ``Shape``/``Size`` nodes, then the lowest index: on a
-topologically listed file without Shape/Size nodes it is the file order.
+on the original nodes and is not emulated. ``PRIORITY_BASED`` order (see
+:func:`ort_priority_order`) is a Kahn sort that prefers ready ``Shape``/``Size``
+nodes, then the lowest index: on a topologically listed file without
+Shape/Size nodes it is the file order, which is how a reordered file is run.
 
 Constant nodes have no place in onnxruntime's order (they are resident
 initializers there); :func:`ort_default_order` lists them first, in file
@@ -78,4 +79,33 @@ def ort_default_order(graph: Graph) -> list[int]:
         for p in preds[v]:
             if not visited[p]:
                 stack.append((p, False))
+    return order
+
+
+def ort_priority_order(graph: Graph) -> list[int]:
+    """onnxruntime 1.32's ``ExecutionOrder.PRIORITY_BASED`` on the unoptimized graph.
+
+    A Kahn topological sort whose ready set is a priority queue: ready
+    ``Shape`` and ``Size`` nodes first, then the lowest node index (node
+    priorities, set only by some training transformers, are all 0 here).
+    So a file written in a topological order runs in that order, except that
+    each Shape/Size node runs as soon as its input exists. Constant nodes
+    first, as in :func:`ort_default_order`. O((n + E) log n).
+    """
+    import heapq
+
+    n = graph.num_nodes
+    is_const = [node.op_type == "Constant" for node in graph.nodes]
+    high = [node.op_type in ("Shape", "Size") for node in graph.nodes]
+    indeg = [sum(1 for p in graph.preds[v] if not is_const[p]) for v in range(n)]
+    heap = [(not high[v], v) for v in range(n) if not is_const[v] and indeg[v] == 0]
+    heapq.heapify(heap)
+    order: list[int] = [v for v in range(n) if is_const[v]]
+    while heap:
+        _, v = heapq.heappop(heap)
+        order.append(v)
+        for w in graph.succs[v]:
+            indeg[w] -= 1
+            if indeg[w] == 0:
+                heapq.heappush(heap, (not high[w], w))
     return order
