@@ -23,6 +23,8 @@ from olla_onnx.commands import inspect as _inspect  # noqa: F401,E402
 from olla_onnx.commands import optimize as _optimize  # noqa: F401,E402
 from olla_onnx.commands import plot as _plot  # noqa: F401,E402
 from olla_onnx.commands import bench as _bench  # noqa: F401,E402
+from olla_onnx.commands import place as _place  # noqa: F401,E402
+from olla_onnx.commands import run as _run  # noqa: F401,E402
 
 
 def app() -> None:
