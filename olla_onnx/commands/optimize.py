@@ -59,7 +59,7 @@ def optimize(
     t.add_column("order")
     t.add_column("peak", justify="right")
     t.add_column("transient (peak - resident)", justify="right")
-    t.add_column("optimized vs this", justify="right")
+    t.add_column("saved by the optimized order", justify="right")
     r = result.resident_bytes
     rows = [("input file", result.peak_input_order)]
     if result.peak_ort_default is not None:
