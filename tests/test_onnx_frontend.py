@@ -79,8 +79,37 @@ def test_mlp_sizes_kinds_and_node_identity(tmp_path):
     assert t["x_t"].kind is TensorKind.GRADIENT  # backward temporary, not an ancestor of the loss
     assert t["axes0"].kind is TensorKind.CONSTANT and g.nodes[g.producer["axes0"]].op_type == "Constant"
     assert t["lr"].kind is TensorKind.CONSTANT  # scalar initializer
+    assert t["two"].kind is TensorKind.CONSTANT
     assert set(g.resident) == {"batch.x", "batch.y", "param.w1", "param.b1", "param.w2", "param.b2", "lr", "two"}
     assert set(g.outputs) == {"loss", "param_out.w1", "param_out.b1", "param_out.w2", "param_out.b2"}
+
+
+def test_corpus_naming_makes_other_initializers_constants():
+    m = M.mlp_training()
+    m.graph.initializer.append(numpy_helper.from_array(np.ones((3, 3), np.float32), "full"))
+    m.graph.node.append(helper.make_node("Relu", ["full"], ["unused_full"], name="use_full"))
+    assert graph_from_model(m).tensors["full"].kind is TensorKind.CONSTANT
+    m2 = M.transformer_block()  # no param.* names: a float matrix initializer is a parameter
+    assert graph_from_model(m2).tensors["wq"].kind is TensorKind.PARAMETER
+
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+
+
+def _manifest() -> dict:
+    import json
+
+    p = MODELS_DIR / "manifest.json"
+    return json.loads(p.read_text()).get("models", {}) if p.exists() else {}
+
+
+@pytest.mark.parametrize("name", sorted(k for k, v in _manifest().items() if "parameter_bytes" in v))
+def test_corpus_parameter_and_state_bytes_match_the_manifest(name):
+    entry = _manifest()[name]
+    by_kind = load_graph(MODELS_DIR / entry.get("file", name)).graph.bytes_by_kind()
+    assert by_kind.get("parameter", 0) == entry["parameter_bytes"]
+    if "optimizer_state_bytes" in entry:
+        assert by_kind.get("optimizer_state", 0) == entry["optimizer_state_bytes"]
 
 
 def test_state_names_and_structural_kinds(tmp_path):

@@ -34,9 +34,10 @@ Tensor kinds, first rule that applies wins:
    ``state.*`` -> optimizer_state, ``batch.*`` and ``step`` -> input.
 2. Graph outputs -> output; outputs of Constant nodes -> constant.
 3. A name containing ``grad`` (any case) -> gradient.
-4. Other resident tensors: an initializer of a floating type with more than
-   one element -> parameter, other initializers -> constant; graph inputs ->
-   input.
+4. Other resident tensors: graph inputs -> input. Initializers -> constant
+   when the graph names its parameters ``param.*`` (the corpus); otherwise an
+   initializer of a floating type with more than one element -> parameter,
+   others -> constant.
 5. Produced tensors that the loss depends on (the ``loss`` output, else the
    first graph output) -> activation (the forward pass).
 6. Other produced tensors -> gradient when the graph looks like a training
@@ -528,6 +529,7 @@ def _kinds(
     out_set = set(outputs)
     every = list(resident) + list(produced_by)
     training = any(n.startswith(_TRAINING_PREFIXES) or "grad" in n.lower() for n in chain(every, outputs))
+    named_params = any(n.startswith("param.") for n in resident)
 
     forward: set[int] = set()
     loss = "loss" if "loss" in produced_by else next((o for o in outputs if o in produced_by), None)
@@ -554,7 +556,7 @@ def _kinds(
             k = TensorKind.GRADIENT
         elif name in inits:
             big_float = elem.get(name) in _FLOAT_TYPES and sizes[name] * 8 > ELEMENT_BITS.get(elem.get(name, 0), 8)
-            k = TensorKind.PARAMETER if big_float else TensorKind.CONSTANT
+            k = TensorKind.PARAMETER if big_float and not named_params else TensorKind.CONSTANT
         else:
             k = TensorKind.INPUT
         kinds[name] = k
