@@ -13,8 +13,12 @@ from olla_onnx.place.problem import Buffers, aligned_sizes, check_placement, loa
 from olla_onnx.place.search import search_placement
 
 #: Largest independent window (in buffers) handed to the exact search; above it
-#: the neighbour lists cost O(n^2) memory and greedy is the answer.
-EXACT_MAX_BUFFERS = 3000
+#: the neighbour lists (O(n * k) memory for k buffers alive together) and the
+#: O(n) work per search node cost too much, and greedy is the answer.
+EXACT_MAX_BUFFERS = 60_000
+#: Windows larger than this first get one canonical dive at a loose capacity
+#: (just below the greedy arena): it usually lands on or near the bound.
+DIVE_MIN_BUFFERS = 2000
 
 DEFAULT_ALIGNMENT = {"cpu": 64, "cuda": 256}
 
@@ -85,6 +89,8 @@ def _tighten_window(
     bound = max_load(lo, up, sz)
     lo_cap, hi = bound, arena  # the window's optimum lies in [lo_cap, hi]
     targets: list[int] = [capacity] if capacity is not None and arena > capacity else []
+    if sz.size >= DIVE_MIN_BUFFERS and arena - unit > max(good_enough, capacity or 0):
+        targets.append(arena - unit)
     searched = False
     while time.perf_counter() < deadline and lo_cap < hi and hi > good_enough:
         if targets:

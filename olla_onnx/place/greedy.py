@@ -79,3 +79,45 @@ def best_greedy(
             best = (off, arena, name)
     assert best is not None
     return best
+
+
+def squeaky_wheel(
+    lower: np.ndarray,
+    upper: np.ndarray,
+    sizes: np.ndarray,
+    order: np.ndarray,
+    target: int,
+    deadline: float,
+    max_rounds: int = 1000,
+) -> tuple[np.ndarray, int, int]:
+    """Iterated best-fit: buffers that end above ``target`` move to the front of the order.
+
+    Squeaky-wheel optimisation (Joslin and Clements, JAIR 1999): rerun best-fit
+    with the buffers that ended above ``target`` promoted ahead of the rest,
+    keep the best arena, stop at ``target``, at ``deadline``
+    (``time.perf_counter()`` seconds) or after ``max_rounds``. Returns
+    ``(offsets, arena, rounds)``. Each round costs one :func:`best_fit`.
+    """
+    import time
+
+    sizes = np.asarray(sizes, dtype=np.int64)
+    cur = np.asarray(order, dtype=np.int64)
+    best_off = best_fit(lower, upper, sizes, cur)
+    best_arena = int((best_off + sizes).max()) if sizes.size else 0
+    off = best_off
+    rounds = 0
+    while best_arena > target and rounds < max_rounds and time.perf_counter() < deadline:
+        rounds += 1
+        bad = (off + sizes) > target
+        if not bad.any():
+            break
+        # Promote the offenders (in their current relative order) ahead of everyone else.
+        pos = np.empty(cur.size, dtype=np.int64)
+        pos[cur] = np.arange(cur.size)
+        key = pos - np.where(bad, cur.size, 0)
+        cur = np.argsort(key, kind="stable")
+        off = best_fit(lower, upper, sizes, cur)
+        arena = int((off + sizes).max())
+        if arena < best_arena:
+            best_off, best_arena = off, arena
+    return best_off, best_arena, rounds
