@@ -1,0 +1,229 @@
+"""Export corpus entries to ``models/``, check them against PyTorch, keep the manifest and README.
+
+Used by ``python -m olla_onnx.export`` and ``benchmarks/corpus_check.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from olla_onnx.export.compare import compare, make_inputs, run_onnxruntime
+
+REGEN_ALL = "python -m olla_onnx.export --all"
+SEED = 0
+
+
+def regen_command(name: str, tiny: bool) -> str:
+    return f"python -m olla_onnx.export --only {name}" + (" --tiny-only" if tiny else " --full-only")
+
+
+def static_shape_problems(model: onnx.ModelProto) -> list[str]:
+    """Names of values (inputs, outputs, intermediates) without a fully static shape after
+    strict shape inference with data propagation; empty when every size is known."""
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+    g = inferred.graph
+    known: dict[str, onnx.ValueInfoProto] = {vi.name: vi for vi in list(g.input) + list(g.output) + list(g.value_info)}
+    problems = []
+    inits = {t.name for t in g.initializer}
+    for node in g.node:
+        for out in node.output:
+            if out and out not in known and out not in inits:
+                problems.append(out)
+    for name, vi in known.items():
+        tt = vi.type.tensor_type
+        if not vi.type.HasField("tensor_type") or not tt.HasField("shape"):
+            problems.append(name)
+        elif any(not d.HasField("dim_value") for d in tt.shape.dim):
+            problems.append(name)
+    return problems
+
+
+def tensor_bytes(vi: onnx.ValueInfoProto) -> int:
+    dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+    itemsize = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type).itemsize
+    return int(np.prod(dims, dtype=np.int64)) * itemsize
+
+
+def describe(model: onnx.ModelProto) -> dict:
+    g = model.graph
+    ops: dict[str, int] = {}
+    for n in g.node:
+        ops[n.op_type] = ops.get(n.op_type, 0) + 1
+    pbytes = sum(tensor_bytes(vi) for vi in g.input if vi.name.startswith("param."))
+    sbytes = sum(tensor_bytes(vi) for vi in g.input if vi.name.startswith("state."))
+    return {
+        "nodes": len(g.node),
+        "parameters": sum(1 for vi in g.input if vi.name.startswith("param.")),
+        "parameter_bytes": pbytes,
+        "optimizer_state_bytes": sbytes,
+        "opset": next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+        "domains": sorted({n.domain or "ai.onnx" for n in g.node}),
+        "op_types": dict(sorted(ops.items())),
+    }
+
+
+def check_against_torch(entry, tiny: bool, model: onnx.ModelProto) -> tuple[dict, dict[str, np.ndarray]]:
+    """Run one step in onnxruntime and in PyTorch from the same seeded inputs."""
+    from olla_onnx.export.corpus import reference_step
+
+    inputs = make_inputs(model, SEED)
+    t0 = time.perf_counter()
+    ref = reference_step(entry, entry.variant(tiny), inputs)
+    t1 = time.perf_counter()
+    got = run_onnxruntime(model, inputs)
+    t2 = time.perf_counter()
+    cmp = compare(got, ref, inputs)
+    result = cmp.as_dict() | {"seed": SEED, "torch_seconds": round(t1 - t0, 2), "onnxruntime_seconds": round(t2 - t1, 2)}
+    return result, ref
+
+
+def export_one(entry, tiny: bool, models_dir: Path) -> tuple[onnx.ModelProto, dict]:
+    """Export one variant, check it is valid and static, save it; returns the model and its manifest record."""
+    from olla_onnx.export.corpus import build_module, example_inputs, metadata
+    from olla_onnx.export.trainstep import export_train_step
+    from olla_onnx.export.corpus import cross_entropy
+
+    variant = entry.variant(tiny)
+    t0 = time.perf_counter()
+    module = build_module(variant, "meta")
+    model = export_train_step(module, cross_entropy, entry.optimizer, example_inputs(entry, variant, module))
+    for k, v in metadata(entry, variant).items():
+        model.metadata_props.add(key=k, value=v)
+    # keep the file lean: value_info is recomputed by anyone who loads it
+    del model.graph.value_info[:]
+    problems = static_shape_problems(model)
+    if problems:
+        raise RuntimeError(f"{entry.name}: {len(problems)} values without a static shape, e.g. {problems[:5]}")
+    onnx.checker.check_model(model, full_check=True)
+    seconds = time.perf_counter() - t0
+    fname = entry.file_name(tiny)
+    path = models_dir / f"{fname}.onnx"
+    onnx.save(model, path)
+    rec = {
+        "file": path.name,
+        "model": entry.name,
+        "variant": "tiny" if tiny else "full",
+        "architecture": entry.architecture,
+        "batch": variant.batch_desc(),
+        "loss": entry.loss,
+        "optimizer": entry.optimizer.describe(),
+        **describe(model),
+        "file_bytes": path.stat().st_size,
+        "all_shapes_static": True,
+        "export_seconds": round(seconds, 1),
+        "command": regen_command(entry.name, tiny),
+    }
+    return model, rec
+
+
+def save_reference(path: Path, ref: dict[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **ref)
+
+
+def load_manifest(models_dir: Path) -> dict:
+    p = models_dir / "manifest.json"
+    if p.exists():
+        return json.loads(p.read_text())
+    return {"models": {}}
+
+
+def save_manifest(models_dir: Path, manifest: dict) -> None:
+    manifest["regenerate_all"] = REGEN_ALL
+    manifest["models"] = dict(sorted(manifest["models"].items()))
+    (models_dir / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    (models_dir / "README.md").write_text(readme(manifest))
+
+
+def environment() -> dict:
+    import onnxruntime
+    import onnxscript
+    import torch
+
+    return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+            "onnxscript": onnxscript.__version__, "python": platform.python_version()}
+
+
+def _mib(b: int) -> str:
+    return f"{b / 2**20:.1f} MiB"
+
+
+def readme(manifest: dict) -> str:
+    rows = []
+    for name, r in manifest["models"].items():
+        chk = r.get("check")
+        if chk is None:
+            res = "not run"
+        else:
+            res = ("pass" if chk["ok"] else "FAIL") + f" (max rel {chk['max_rel_err']:.1e}, loss {chk['loss_rel_err']:.1e})"
+        rows.append(f"| `{r['file']}` | {r['batch']} | {r['optimizer'].split('(')[0]} | {r['nodes']} | "
+                    f"{_mib(r['parameter_bytes'])} | {r['opset']} | {res} |")
+    details = []
+    for name, r in manifest["models"].items():
+        chk = r.get("check")
+        details.append(f"### `{r['file']}`\n\n- architecture: {r['architecture']}\n- batch: {r['batch']}\n"
+                       f"- loss: {r['loss']}; optimizer: `{r['optimizer']}`\n"
+                       f"- nodes: {r['nodes']}; parameters: {r['parameters']} tensors, {r['parameter_bytes']} bytes; "
+                       f"optimizer state: {r['optimizer_state_bytes']} bytes; opset {r['opset']}; "
+                       f"file {r['file_bytes']} bytes\n- regenerate: `{r['command']}`\n"
+                       f"- numerical check: {json.dumps(chk) if chk else 'not run'}\n")
+    total = sum(r["file_bytes"] for r in manifest["models"].values())
+    return f"""# Training-graph corpus
+
+Each `.onnx` file is one whole training step -- forward, loss, backward and
+optimizer update -- exported from PyTorch {manifest.get('environment', {}).get('torch', '')} by
+`olla_onnx/export` (see `olla_onnx/export/trainstep.py` for the route). Only
+default-domain ONNX ops: plain onnxruntime runs every file. Every value has a
+static shape (`onnx.shape_inference.infer_shapes(m, strict_mode=True, data_prop=True)`).
+
+Regenerate the whole corpus (after `pip install '.[export]'`):
+
+    {REGEN_ALL}
+
+One entry: `python -m olla_onnx.export --only NAME [--tiny-only | --full-only]`.
+The numerical checks of the full-size graphs: `nice python benchmarks/corpus_check.py`
+(results in `benchmarks/results/corpus_check.json` and in the table below).
+
+## Names
+
+- inputs: parameters `param.<module path>`, optimizer state `state.<slot>.<module path>`
+  (slots `momentum_buffer`, or `exp_avg` and `exp_avg_sq`), the batch `batch.input`,
+  `batch.target` (int64 class ids), and `step` (float32 scalar, steps taken before
+  this one) for Adam/AdamW;
+- outputs: `loss`, `param_out.<module path>`, `state_out.<slot>.<module path>`, `step_out`.
+
+Parameters are graph inputs, not initializers, so the files are small
+(all files together: {_mib(total)}).
+
+## Numerical check
+
+One step in onnxruntime against one eager PyTorch step (the module's own
+forward, `loss.backward()`, the real `torch.optim` optimizer with its state
+set from the inputs), both from the same seeded inputs
+(`olla_onnx.export.compare.make_inputs`, seed 0: parameters, a non-zero
+optimizer state, step 3 for Adam). Pass means the loss and every updated
+parameter and state tensor agree within 1e-4 relative
+(`max|ort - torch| / max|torch|` per tensor). `max_update_rel_err` applies the
+same measure to the change the step made (`param_out - param`), a stricter
+view. The PyTorch outputs of the tiny variants are kept in
+`reference/<file>.npz`, so `tests/test_corpus.py` checks them without torch.
+
+| file | batch | optimizer | nodes | parameters | opset | check |
+|---|---|---|---|---|---|---|
+{chr(10).join(rows)}
+
+## Details
+
+{chr(10).join(details)}
+## Not from PyTorch
+
+`mlp_sgd_handwritten.onnx` is written by hand with `onnx.helper`
+(`handmade/make_mlp_sgd.py`), a training step that never went through this
+exporter.
+"""

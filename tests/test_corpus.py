@@ -1,0 +1,107 @@
+"""The training-graph corpus in models/: valid, static, runs in onnxruntime, matches PyTorch.
+
+The main check needs no torch: onnxruntime's outputs for the tiny variants are
+compared with the PyTorch outputs recorded in models/reference/<file>.npz
+(inputs are regenerated from the seed). Tests that need torch skip without it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from olla_onnx.export.build import static_shape_problems
+from olla_onnx.export.compare import compare, make_inputs, run_onnxruntime
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
+MANIFEST = json.loads((MODELS / "manifest.json").read_text())
+TINY = sorted(f for f, r in MANIFEST["models"].items() if r["variant"] == "tiny")
+ALL = sorted(MANIFEST["models"])
+NAME_PREFIXES_IN = ("param.", "state.momentum_buffer.", "state.exp_avg.", "state.exp_avg_sq.")
+NAME_PREFIXES_OUT = ("param_out.", "state_out.momentum_buffer.", "state_out.exp_avg.", "state_out.exp_avg_sq.")
+
+
+def test_manifest_lists_every_onnx_file_and_corpus_is_small():
+    on_disk = {p.name for p in MODELS.glob("*.onnx")} - {"mlp_sgd_handwritten.onnx"}
+    assert on_disk == set(ALL)
+    assert sum((MODELS / f).stat().st_size for f in ALL) < 30 * 2**20
+    tiny_names = {MANIFEST["models"][f]["model"] for f in TINY}
+    assert {"mlp", "cnn"} <= tiny_names
+    for f, r in MANIFEST["models"].items():
+        assert r["file_bytes"] == (MODELS / f).stat().st_size, f
+
+
+@pytest.mark.parametrize("fname", ALL)
+def test_graph_valid_default_domain_static_and_named(fname):
+    model = onnx.load(MODELS / fname)
+    onnx.checker.check_model(model, full_check=True)
+    assert {n.domain for n in model.graph.node} <= {"", "ai.onnx"}
+    assert not model.graph.initializer or all(
+        int(np.prod(t.dims)) < 2**16 for t in model.graph.initializer
+    ), "weights must be graph inputs, not initializers"
+    assert static_shape_problems(model) == []
+    ins = [vi.name for vi in model.graph.input]
+    outs = [vi.name for vi in model.graph.output]
+    assert "batch.input" in ins and "batch.target" in ins and outs[0] == "loss"
+    params = [n[len("param."):] for n in ins if n.startswith("param.")]
+    assert params and all(n.startswith(NAME_PREFIXES_IN) or n in ("batch.input", "batch.target", "step") for n in ins)
+    assert all(n.startswith(NAME_PREFIXES_OUT) or n in ("loss", "step_out") for n in outs)
+    # every parameter comes back updated, and every state slot for every parameter
+    assert sorted(n[len("param_out."):] for n in outs if n.startswith("param_out.")) == sorted(params)
+    for s in {n.split(".")[1] for n in ins if n.startswith("state.")}:
+        assert sorted(n[len(f"state_out.{s}."):] for n in outs if n.startswith(f"state_out.{s}.")) == sorted(params)
+    assert MANIFEST["models"][fname]["nodes"] == len(model.graph.node)
+
+
+@pytest.mark.parametrize("fname", TINY)
+def test_tiny_step_matches_recorded_pytorch_step(fname):
+    model = onnx.load(MODELS / fname)
+    ref = dict(np.load(MODELS / "reference" / fname.replace(".onnx", ".npz")))
+    inputs = make_inputs(model, MANIFEST["models"][fname]["check"]["seed"])
+    got = run_onnxruntime(model, inputs)
+    assert set(ref) == set(got)
+    cmp = compare(got, ref, inputs)
+    assert cmp.ok, cmp.as_dict()
+    # the step really changed the parameters (the check is not comparing inputs with inputs)
+    moved = [np.max(np.abs(got[k] - inputs[k.replace("param_out.", "param.")])) for k in got if k.startswith("param_out.")]
+    assert max(moved) > 1e-6
+
+
+def test_compare_catches_a_wrong_update():
+    model = onnx.load(MODELS / "mlp_tiny.onnx")
+    ref = dict(np.load(MODELS / "reference" / "mlp_tiny.npz"))
+    inputs = make_inputs(model, 0)
+    got = run_onnxruntime(model, inputs)
+    key = next(k for k in got if k.startswith("param_out."))
+    got[key] = got[key] + 1e-3 * np.max(np.abs(ref[key]))
+    assert not compare(got, ref, inputs).ok
+    # other seeds give other inputs, and the recorded outputs no longer match
+    other = make_inputs(model, 1)
+    assert not compare(run_onnxruntime(model, other), ref, other).ok
+
+
+def test_mlp_tiny_export_matches_eager_pytorch():
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxscript")
+    from olla_onnx.export.build import check_against_torch
+    from olla_onnx.export.corpus import BY_NAME
+    from olla_onnx.export.trainstep import export_train_step
+
+    entry = BY_NAME["mlp"]
+    import dataclasses
+
+    from olla_onnx.export.corpus import ADAMW, build_module, cross_entropy, example_inputs, metadata
+
+    entry = dataclasses.replace(entry, optimizer=ADAMW)  # the other optimizer family than the committed file
+    variant = entry.tiny
+    module = build_module(variant, "meta")
+    model = export_train_step(module, cross_entropy, entry.optimizer, example_inputs(entry, variant, module))
+    for k, v in metadata(entry, variant).items():
+        model.metadata_props.add(key=k, value=v)
+    result, _ = check_against_torch(entry, True, model)
+    assert result["ok"], result
+    assert any(vi.name == "step" for vi in model.graph.input)
