@@ -31,6 +31,17 @@ Pruning rules (each keeps the optimum):
   old step, and adds a step no higher than ``peak(S)``. So some best
   completion starts with ``v``. (Training graphs: an optimizer update keeps the
   new parameter and frees the gradient, so it runs as soon as it can.)
+* Deferral dominance: a node ``v`` none of whose inputs can die in the window
+  (resident, graph outputs, or read after the window: a transpose of a weight,
+  a scaling of optimizer state, ``lr * new_state``), whose every output is
+  kept and read in the window, frees nothing wherever it runs. Moving it to just before its first consumer
+  ``c`` lowers every step in between by ``kept(v)``, and its new step holds at
+  most what ``c``'s step holds. So some best order runs every such node in a
+  block directly before its first consumer, and the DP expands ``v`` only when
+  some consumer in the window has all its other predecessors run or deferrable
+  too. (Without this rule the k weight transposes of a training graph
+  multiply the states by up to 2^k.) When ``v`` is the only predecessor of
+  its only reader ``c``, that block is ``v`` alone: ``v, c`` is one move.
 * Beam (optional, not exact): with ``max_states`` per level, only the best
   states by (peak, live) are kept; the result is then marked truncated.
 """
@@ -73,6 +84,8 @@ class _Window:
     frees: tuple[tuple[tuple[int, int], ...], ...]
     predmask: tuple[int, ...]
     succs: tuple[tuple[int, ...], ...]
+    defer: int  # mask of deferrable nodes
+    outcons: tuple[int, ...]  # per node, mask of the window nodes reading its outputs
 
 
 def _build_window(problem: Problem, order: Sequence[int], a: int, b: int, floor: int) -> _Window:
@@ -123,6 +136,15 @@ def _build_window(problem: Problem, order: Sequence[int], a: int, b: int, floor:
             continue
         if pos[problem.prod[t]] < a and (problem.persist[t] or any(pos[c] >= b for c in problem.cons[t])):
             base += sz
+    defer = 0
+    outcons = [0] * m
+    for i, v in enumerate(nodes):
+        for t in problem.outs[v]:
+            for c in problem.cons[t]:
+                if c in loc:
+                    outcons[i] |= 1 << loc[c]
+        if not frees[i] and outcons[i] and keep[i] == outsz[i]:
+            defer |= 1 << i
     predmask = []
     succs = []
     for v in nodes:
@@ -132,7 +154,10 @@ def _build_window(problem: Problem, order: Sequence[int], a: int, b: int, floor:
                 pm |= 1 << loc[p]
         predmask.append(pm)
         succs.append(tuple(loc[w] for w in problem.succs[v] if w in loc))
-    return _Window(nodes, base, floor, tuple(outsz), tuple(keep), tuple(tuple(f) for f in frees), tuple(predmask), tuple(succs))
+    return _Window(
+        nodes, base, floor, tuple(outsz), tuple(keep), tuple(tuple(f) for f in frees), tuple(predmask), tuple(succs),
+        defer, tuple(outcons),
+    )
 
 
 def solve_window(
@@ -164,15 +189,31 @@ def solve_window(
     for i in range(m):
         if w.predmask[i] == 0:
             ready0 |= 1 << i
-    # level: mask -> [peak, live, ready]; parents: per level, mask -> (parent mask, node)
-    level = {0: (w.floor, w.base, ready0)}
-    parents: list[dict[int, tuple[int, int]]] = []
+    outsz, keep, frees, predmask, succs = w.outsz, w.keep, w.frees, w.predmask, w.succs
+    defer, outcons = w.defer, w.outcons
+    # Pairs (deferral, contracted): a deferrable u whose only reader in the window is c, where u is
+    # c's only predecessor in the window, runs directly before c in some best order; u and c are one move.
+    pair = [-1] * m
+    for i in range(m):
+        oc = outcons[i]
+        if defer >> i & 1 and oc and oc & (oc - 1) == 0:
+            c = oc.bit_length() - 1
+            if predmask[c] == 1 << i:
+                pair[i] = c
+    # levels[k]: mask (k nodes run) -> (peak, live, ready mask); parent: mask -> (parent mask, nodes)
+    levels: list[dict[int, tuple[int, int, int]]] = [dict() for _ in range(m + 1)]
+    levels[0][0] = (w.floor, w.base, ready0)
+    parent: dict[int, tuple[int, tuple[int, ...]]] = {}
     exhaustive = True
     total = 0
-    outsz, keep, frees, predmask, succs = w.outsz, w.keep, w.frees, w.predmask, w.succs
-    for _ in range(m):
-        nxt: dict[int, tuple[int, int, int]] = {}
-        par: dict[int, tuple[int, int]] = {}
+    for k in range(m):
+        level = levels[k]
+        if not level:
+            continue
+        if max_states is not None and len(level) > max_states:
+            exhaustive = False
+            level = dict(sorted(level.items(), key=lambda kv: (kv[1][0], kv[1][1]))[:max_states])
+        levels[k] = {}  # free memory as we go
         for mask, (pk, lv, ready) in level.items():
             total += 1
             if (total & 255) == 0 and (
@@ -187,6 +228,17 @@ def solve_window(
                 r ^= low
                 i = low.bit_length() - 1
                 done = mask | low
+                if defer & low:
+                    ok = False
+                    cm = outcons[i]
+                    while cm:
+                        lc = cm & -cm
+                        cm ^= lc
+                        if predmask[lc.bit_length() - 1] & ~(done | defer) == 0:
+                            ok = True
+                            break
+                    if not ok:
+                        continue
                 freed = 0
                 for sz, cm in frees[i]:
                     if cm & ~done == 0:
@@ -202,29 +254,46 @@ def solve_window(
                 cands = [forced]
             for i, low, done, freed, trans in cands:
                 npk = pk if pk >= trans else trans
-                old = nxt.get(done)
+                nlv = lv + keep[i] - freed
+                nready = ready ^ low
+                for s2 in succs[i]:
+                    if predmask[s2] & ~done == 0:
+                        nready |= 1 << s2
+                moved: tuple[int, ...] = (i,)
+                c = pair[i]
+                if c >= 0:  # the contracted pair: c runs at once
+                    lowc = 1 << c
+                    done |= lowc
+                    freed = 0
+                    for sz, cm in frees[c]:
+                        if cm & ~done == 0:
+                            freed += sz
+                    trans = nlv + outsz[c]
+                    if trans >= upper:
+                        continue
+                    if trans > npk:
+                        npk = trans
+                    nlv = nlv + keep[c] - freed
+                    nready ^= lowc
+                    for s2 in succs[c]:
+                        if predmask[s2] & ~done == 0:
+                            nready |= 1 << s2
+                    moved = (i, c)
+                target = levels[k + len(moved)]
+                old = target.get(done)
                 if old is not None and old[0] <= npk:
                     continue
-                nready = ready ^ low
-                for s in succs[i]:
-                    if predmask[s] & ~done == 0:
-                        nready |= 1 << s
-                nxt[done] = (npk, lv + keep[i] - freed, nready)
-                par[done] = (mask, i)
-        if not nxt:
-            return WindowResult(None, None, exhaustive, total, False)
-        if max_states is not None and len(nxt) > max_states:
-            exhaustive = False
-            best = sorted(nxt.items(), key=lambda kv: (kv[1][0], kv[1][1]))[:max_states]
-            nxt = dict(best)
-        parents.append(par)
-        level = nxt
-    (pk, _, _), = level.values()
+                target[done] = (npk, nlv, nready)
+                parent[done] = (mask, moved)
+    final = levels[m].get(full)
+    if final is None:
+        return WindowResult(None, None, exhaustive, total, False)
+    pk = final[0]
     local: list[int] = []
     mask = full
-    for par in reversed(parents):
-        mask, i = par[mask]
-        local.append(i)
+    while mask:
+        mask, moved = parent[mask]
+        local.extend(reversed(moved))
     local.reverse()
     new = tuple(order[:a]) + tuple(w.nodes[i] for i in local) + tuple(order[b:])
     return WindowResult(new, pk, exhaustive, total, False)
