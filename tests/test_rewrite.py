@@ -20,7 +20,7 @@ from olla_onnx.frontends import load_graph
 from olla_onnx.frontends.onnx import graph_from_model
 from olla_onnx.rewrite import reordered_model, write_reordered_onnx
 from olla_onnx.runtime.profile import profiled_order, random_feeds
-from olla_onnx.schedule.ort_default import ort_default_order
+from olla_onnx.schedule.ort_default import ort_default_order, written_order_as_run
 
 sys.path.insert(0, str(Path(__file__).parent))
 import onnx_models as M  # noqa: E402
@@ -77,6 +77,20 @@ def test_onnxruntime_runs_the_written_order_under_priority_based(n, seed):
     g = graph_from_model(m)
     order = random_topological_order(g, seed)
     assert profiled_order(reordered_model(m, order), "priority") == list(range(n))
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 30), st.integers(0, 10**6))
+def test_written_order_as_run_is_what_onnxruntime_runs_with_shape_nodes(n, seed):
+    m = M.random_dag(n, seed, shapes=True)
+    g = graph_from_model(m)
+    order = random_topological_order(g, seed)
+    as_run = written_order_as_run(g, order)
+    idx = {v: i for i, v in enumerate(order)}
+    assert profiled_order(reordered_model(m, order), "priority") == [idx[v] for v in as_run]
+    # written as run, the file is run exactly as written
+    assert profiled_order(reordered_model(m, as_run), "priority") == list(range(len(m.graph.node)))
+    assert written_order_as_run(g, as_run) == as_run
 
 
 def test_every_stock_model_round_trips(tmp_path):
