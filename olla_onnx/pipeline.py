@@ -86,7 +86,7 @@ def optimize_model(
     """
     from olla_onnx.place import buffers_from_lifetimes, place
     from olla_onnx.schedule import optimize_order
-    from olla_onnx.schedule.ort_default import ort_default_order
+    from olla_onnx.schedule.ort_default import ort_default_order, written_order_as_run
 
     t0 = time.perf_counter()
     graph = loaded.graph
@@ -108,6 +108,11 @@ def optimize_model(
         p = simulate(graph, o).peak
         if p < best.peak:
             order, best = o, simulate(graph, o)
+    if loaded.format == "onnx":
+        # onnxruntime (ORT_DISABLE_ALL + PRIORITY_BASED) runs ready Shape/Size and Constant nodes
+        # early; write the order it will really run, so that the simulator and onnxruntime agree.
+        order = written_order_as_run(graph, order)
+        best = simulate(graph, order)
     t_order = time.perf_counter() - t0
 
     note("placing tensors in the arena", 0.9)
@@ -149,7 +154,7 @@ def write_outputs(loaded: LoadedModel, result: OptimizeResult, out: Path, plan_p
     if loaded.format == "onnx":
         from olla_onnx.rewrite import write_reordered_onnx
 
-        write_reordered_onnx(loaded.model, list(result.order), out)
+        write_reordered_onnx(loaded.model, list(result.order), out, source=loaded.path)
     elif loaded.format == "node-link":
         from olla_onnx.frontends.networkx import write_node_link
 
