@@ -18,7 +18,7 @@ from olla_onnx.place.search import search_placement
 EXACT_MAX_BUFFERS = 60_000
 #: Windows larger than this first get one canonical dive at a loose capacity
 #: (just below the greedy arena): it usually lands on or near the bound.
-DIVE_MIN_BUFFERS = 2000
+DIVE_MIN_BUFFERS = 200
 
 DEFAULT_ALIGNMENT = {"cpu": 64, "cuda": 256}
 
@@ -89,7 +89,7 @@ def _tighten_window(
     bound = max_load(lo, up, sz)
     lo_cap, hi = bound, arena  # the window's optimum lies in [lo_cap, hi]
     targets: list[int] = [capacity] if capacity is not None and arena > capacity else []
-    if sz.size >= DIVE_MIN_BUFFERS and arena - unit > max(good_enough, capacity or 0):
+    if not targets and sz.size >= DIVE_MIN_BUFFERS and arena - unit > good_enough:
         targets.append(arena - unit)
     searched = False
     while time.perf_counter() < deadline and lo_cap < hi and hi > good_enough:

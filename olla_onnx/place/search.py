@@ -44,6 +44,8 @@ import numpy as np
 
 OK, NOT_FOUND = 0, 1
 _BIG = np.int64(2**62)
+#: Largest (section, buffer) slice the unplaced-floor rule scans per placement.
+_BUMP_MAX = 20_000
 
 
 class _Stop(Exception):
@@ -67,9 +69,13 @@ class SearchResult:
     seconds: float
 
 
-def _preorder_keys(width: np.ndarray, area: np.ndarray, total: np.ndarray, heuristic: str) -> np.ndarray:
-    """Rank of each buffer under a static preorder (descending by each letter, ties by index)."""
-    cols = {"W": width, "A": area, "T": total}
+def _preorder_keys(cols: dict[str, np.ndarray], heuristic: str) -> np.ndarray:
+    """Rank of each buffer under a static preorder (descending by each letter, ties by index).
+
+    Letters: W lifetime width, A area, T largest section total the buffer
+    sees, Z size, L start, U end (MiniMalloc's names).
+    """
+    width = cols["W"]
     keys = [np.arange(width.size)] + [-cols[c] for c in reversed(heuristic)]
     order = np.lexsort(keys)
     rank = np.empty(width.size, dtype=np.int64)
@@ -122,6 +128,7 @@ class _Solver:
         else:
             self.memb = np.zeros(0, dtype=np.int64)
             self.ptr = np.zeros(1, dtype=np.int64)
+        self.cols = {"W": self.width, "A": self.area, "T": self.maxtotal, "Z": self.sz, "L": lower, "U": upper}
         self.nodes = 0
         self.sol = np.full(n, -1, dtype=np.int64)
 
@@ -138,7 +145,7 @@ class _Solver:
         return out
 
     def reset(self, heuristic: str) -> None:
-        self.pre = _preorder_keys(self.width, self.area, self.maxtotal, heuristic)
+        self.pre = _preorder_keys(self.cols, heuristic)
         self.mo = np.zeros(self.n, dtype=np.int64)
         self.placed = np.zeros(self.n, dtype=bool)
         self.floor = np.zeros(self.S, dtype=np.int64)
@@ -151,7 +158,7 @@ class _Solver:
         self.budget -= 1
         if self.budget < 0:
             raise _Stop(False)
-        if (self.nodes & 255) == 0 and time.perf_counter() > self.deadline:
+        if (self.nodes & 15) == 0 and time.perf_counter() > self.deadline:
             raise _Stop(True)
         U = P[~self.placed[P]]
         if U.size == 0:
@@ -207,6 +214,8 @@ class _Solver:
                 r0 = max(int(slo[changed].min()), a)
                 r1 = min(int(shi[changed].max()), b)
                 p0, p1 = ptr[r0], ptr[r1]
+                if p1 - p0 > _BUMP_MAX:  # the rule only prunes; skip it where it costs too much
+                    p1 = p0
                 m = memb[p0:p1]
                 lows = np.minimum.reduceat(np.where(placed[m], _BIG, mo[m]), ptr[r0:r1] - p0) if m.size else None
                 if lows is not None:
