@@ -36,6 +36,8 @@ exponential in the worst case; each node costs O(n + S) numpy work.
 
 from __future__ import annotations
 
+import hashlib
+import struct
 import sys
 import time
 from dataclasses import dataclass
@@ -46,6 +48,8 @@ OK, NOT_FOUND = 0, 1
 _BIG = np.int64(2**62)
 #: Largest (section, buffer) slice the unplaced-floor rule scans per placement.
 _BUMP_MAX = 20_000
+#: Failure-memo entries kept before the memo is emptied (16-byte keys).
+_MEMO_MAX = 2_000_000
 
 
 class _Stop(Exception):
@@ -129,6 +133,8 @@ class _Solver:
             self.memb = np.zeros(0, dtype=np.int64)
             self.ptr = np.zeros(1, dtype=np.int64)
         self.cols = {"W": self.width, "A": self.area, "T": self.maxtotal, "Z": self.sz, "L": lower, "U": upper}
+        self.memo_any: dict[bytes, bool] = {}
+        self.memo_pre: dict[bytes, int] = {}
         self.nodes = 0
         self.sol = np.full(n, -1, dtype=np.int64)
 
@@ -151,20 +157,44 @@ class _Solver:
         self.floor = np.zeros(self.S, dtype=np.int64)
         self.total = self.total0.copy()
         self.cuts = self.cuts0.copy()
+        self.memo_pre = {}
 
     # The recursive search over one partition (buffers P, sections [a, b)).
     def dfs(self, P: np.ndarray, a: int, b: int, last_off: int, last_pre: int) -> int:
+        U = P[~self.placed[P]]
+        if U.size == 0:
+            return OK
+        mou = self.mo[U]
+        # Failure memo: the subtree below a node depends only on the unplaced
+        # buffers, their minimum offsets, the last offset and the last preorder
+        # rank (a larger rank only removes candidates); floors and totals follow
+        # from these. Failures that did not depend on the rank hold for every
+        # preorder and survive restarts.
+        key = hashlib.blake2b(U.tobytes() + mou.tobytes() + struct.pack("<qqq", a, b, last_off), digest_size=16).digest()
+        if key in self.memo_any:
+            return NOT_FOUND
+        known = self.memo_pre.get(key)
+        if known is not None and last_pre >= known:
+            return NOT_FOUND
         self.nodes += 1
         self.budget -= 1
         if self.budget < 0:
             raise _Stop(False)
         if (self.nodes & 15) == 0 and time.perf_counter() > self.deadline:
             raise _Stop(True)
-        U = P[~self.placed[P]]
-        if U.size == 0:
-            return OK
+        status = self._expand(P, a, b, last_off, last_pre, U, mou)
+        if status == NOT_FOUND:
+            if len(self.memo_any) + len(self.memo_pre) > _MEMO_MAX:
+                self.memo_any.clear()
+                self.memo_pre.clear()
+            if not (mou == last_off).any():
+                self.memo_any[key] = True
+            else:
+                self.memo_pre[key] = last_pre if known is None else min(known, last_pre)
+        return status
+
+    def _expand(self, P: np.ndarray, a: int, b: int, last_off: int, last_pre: int, U: np.ndarray, mou: np.ndarray) -> int:
         mo, sz, pre = self.mo, self.sz, self.pre
-        mou = mo[U]
         min_height = int((mou + sz[U]).min())
         preu = pre[U]
         ok = (mou < min_height) & ((mou > last_off) | ((mou == last_off) & (preu > last_pre)))
