@@ -11,7 +11,7 @@ from olla_onnx.frontends.networkx import graph_from_node_link
 from olla_onnx.graph import is_topological
 from olla_onnx.memory import ancestor_bound, simulate
 from olla_onnx.schedule import optimize_order
-from olla_onnx.schedule.bounds import _CutNetwork, min_cut_bound
+from olla_onnx.schedule.bounds import _CutNetwork, final_step_bound, min_cut_bound
 from olla_onnx.schedule.decompose import solve_segments
 from olla_onnx.schedule.dp import exact_order, solve_window
 from olla_onnx.schedule.heuristics import RULES, beam_search, list_schedule
@@ -83,6 +83,11 @@ def test_bounds_are_sound_and_ordered(g):
     cut_pruned = p.to_bytes(min_cut_bound(p, g.topological_order()).value)
     assert anc <= cut <= opt
     assert cut_pruned == cut
+    assert p.to_bytes(final_step_bound(p)) <= opt if p.n else True
+    # the last-step bound is exact for the last step: some order's last step holds exactly that much
+    if p.n:
+        last = min(int(p.live_per_step(o)[-1]) for o in all_topological_orders(g))
+        assert final_step_bound(p) == last
 
 
 @settings(max_examples=80, deadline=None)

@@ -4,7 +4,7 @@ One entry point, :func:`optimize_order`. The pieces, each usable alone:
 
 * :mod:`.reduce`: the compact problem (resident tensors out, sizes / GCD), ASAP/ALAP windows;
 * :mod:`.heuristics`: memory-aware list scheduling, beam search;
-* :mod:`.bounds`: the per-node min-cut lower bound (dominates the ancestor bound);
+* :mod:`.bounds`: the per-node min-cut lower bound (dominates the ancestor bound), the last-step bound;
 * :mod:`.dp`: exact DP over down-sets, on the whole graph or a window of an order;
 * :mod:`.local`: exact re-solving of windows around the peak;
 * :mod:`.decompose`: segments of an order solved apart and stitched;
@@ -70,7 +70,7 @@ def optimize_order(
     order meets a bound. The returned order has been checked by
     :func:`olla_onnx.memory.simulate`; its peak never exceeds the input order's.
     """
-    from olla_onnx.schedule.bounds import min_cut_bound
+    from olla_onnx.schedule.bounds import final_step_bound, min_cut_bound
     from olla_onnx.schedule.decompose import solve_segments
     from olla_onnx.schedule.dp import exact_order
     from olla_onnx.schedule.heuristics import RULES, beam_search, list_schedule
@@ -117,6 +117,9 @@ def optimize_order(
     scale = problem.scale
     lb = max(0, -(-(anc.value - problem.base) // scale))  # scaled, rounded up: peaks are multiples of scale
     lb_method = anc.method
+    final = final_step_bound(problem)
+    if final > lb:
+        lb, lb_method = final, "last step"
     proof = ""
 
     def done() -> bool:

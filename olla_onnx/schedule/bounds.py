@@ -165,3 +165,26 @@ def min_cut_bound(
         if val > best:
             best, best_node = val, v
     return CutBound(best, best_node, tried, True)
+
+
+def final_step_bound(problem: Problem) -> int:
+    """Scaled bound from the last step: every graph output is live then, plus the last node's own tensors.
+
+    Sound: the last node of any order is a node without successors; when it runs
+    every node has run, so every graph output (which never dies) is live, and so
+    are the last node's inputs and outputs. The minimum over the candidates for
+    last node is therefore a lower bound on the last step, hence on the peak.
+    Training graphs write every parameter and optimizer state as outputs, so
+    this bound is often the tightest there. O(n + E).
+    """
+    if problem.n == 0:
+        return 0
+    persist = sum(s for s, p in zip(problem.size, problem.persist) if p)
+    best = None
+    for v in range(problem.n):
+        if problem.succs[v]:
+            continue
+        own = {t for t in problem.ins[v] if not problem.persist[t]} | {t for t in problem.outs[v] if not problem.persist[t]}
+        val = persist + sum(problem.size[t] for t in own)
+        best = val if best is None or val < best else best
+    return int(best or 0)
