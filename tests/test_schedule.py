@@ -241,3 +241,22 @@ def test_exact_dp_with_deferrable_sources_equals_brute_force(g):
     res = exact_order(p, inc, upper=p.peak(inc) + 1)
     assert res.exhaustive and res.order is not None
     assert simulate(g, res.order).peak == brute_force(g)
+
+
+@settings(max_examples=150, deadline=None)
+@given(graphs_with_free_sources())
+def test_pinned_constants_relaxation_is_sound(g):
+    from olla_onnx.schedule.reduce import pin_constants
+
+    p = reduce_graph(g)
+    relaxed = pin_constants(p, 10**9)
+    if relaxed is None:
+        return
+    rp, slack = relaxed
+    for o in all_topological_orders(g):
+        assert p.peak(o) <= rp.peak(o) <= p.peak(o) + slack
+    inc = g.topological_order()
+    res = exact_order(rp, inc, rp.peak(inc) + 1)
+    assert res.exhaustive
+    opt = brute_force(g)
+    assert p.to_bytes(res.window_peak - slack) <= opt

@@ -75,7 +75,7 @@ def optimize_order(
     from olla_onnx.schedule.dp import exact_order
     from olla_onnx.schedule.heuristics import RULES, beam_search, list_schedule
     from olla_onnx.schedule.local import improve_windows
-    from olla_onnx.schedule.reduce import reduce_graph
+    from olla_onnx.schedule.reduce import pin_constants, reduce_graph
 
     t0 = time.perf_counter()
     end = t0 + max(0.0, time_limit)
@@ -140,6 +140,18 @@ def optimize_order(
         if res.exhaustive:
             proof = "dp"
             lb, lb_method = best_peak, "dp"
+    relaxed = pin_constants(problem, lb // 1000) if not done() else None
+    if relaxed is not None and time.perf_counter() < end:
+        # exact DP on the relaxation with shared constants pinned: an order, and opt >= opt' - slack
+        note("exact search, constants pinned", 0.6)
+        rp, slack = relaxed
+        upper_r = rp.peak(best)
+        res = exact_order(rp, best, upper_r, budget(0.6), exact_states)
+        offer("dp (constants pinned)", list(res.order) if res.order is not None else None)
+        if res.exhaustive:
+            opt_r = res.window_peak if res.order is not None else upper_r
+            if opt_r - slack > lb:
+                lb, lb_method = min(opt_r - slack, best_peak), "dp (constants pinned) - slack"
     if not done() and problem.n <= ilp_max_nodes and time.perf_counter() < end:
         note("integer program", 0.7)
         from olla_onnx.schedule.ilp import solve_ilp

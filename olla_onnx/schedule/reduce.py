@@ -181,3 +181,38 @@ def topo_order(problem: Problem) -> list[int]:
             if indeg[w] == 0:
                 heapq.heappush(heap, w)
     return out
+
+
+def pin_constants(problem: Problem, budget: int) -> tuple[Problem, int] | None:
+    """A relaxation that pins the outputs of input-free nodes (ONNX ``Constant`` and the like) live to the end.
+
+    Pins shared constants smallest first while their total stays within
+    ``budget`` (scaled bytes); returns ``(relaxed, slack)``, or None when
+    nothing qualifies. Sound use: making a
+    tensor live longer can only add its size to a step, so for every order
+    ``peak(order) <= relaxed.peak(order) <= peak(order) + slack``, and an exact
+    optimum ``opt'`` of the relaxation gives the bound ``opt >= opt' - slack``.
+    Why: a node reading a shared constant may free it (if it reads it last), so
+    it does not qualify for the DP's deferral rule; once the constant is pinned
+    it does, and the optimizer-update tails of training graphs collapse.
+    """
+    shared = sorted(
+        (t for t in range(len(problem.size))
+         if not problem.persist[t] and not problem.ins[problem.prod[t]] and len(problem.cons[t]) > 1),
+        key=lambda t: problem.size[t],
+    )
+    pinned = []
+    slack = 0
+    for t in shared:
+        if slack + problem.size[t] > budget:
+            break
+        pinned.append(t)
+        slack += problem.size[t]
+    if not pinned:
+        return None
+    persist = list(problem.persist)
+    for t in pinned:
+        persist[t] = True
+    from dataclasses import replace
+
+    return replace(problem, persist=tuple(persist)), slack
