@@ -53,7 +53,7 @@ class ScheduleResult:
 
 def optimize_order(
     graph: Graph,
-    time_limit: float = 10.0,
+    time_limit: float = 6.0,
     progress: Progress | None = None,
     *,
     beam_width: int = 64,
