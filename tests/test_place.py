@@ -298,3 +298,22 @@ def test_cli_place_bad_input_is_one_line_exit_2(tmp_path, content, needle):
     assert proc.returncode == 2
     assert needle in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+# --- the MIP model (CVXPY + SCIP) as an independent oracle for medium sizes --------------
+
+
+@given(traces(max_n=16, max_time=8, max_size=60))
+@settings(max_examples=15, deadline=None)
+def test_search_agrees_with_the_mip_model(t):
+    from olla_onnx.place.ilp import solve_ilp
+
+    lo, up, sz = t
+    r = solve_ilp(lo, up, sz, time_limit=20)
+    if not r.optimal:  # no proof, nothing to compare
+        return
+    assert check_placement(lo, up, sz, r.offsets) == r.arena
+    assert search_placement(lo, up, sz, r.arena, time_limit=10).status == "feasible"
+    if r.arena > 0:
+        assert search_placement(lo, up, sz, r.arena - 1, time_limit=10).status == "infeasible"
+    assert place(Buffers.build(range(len(sz)), lo, up, sz), time_limit=10).arena_bytes == r.arena

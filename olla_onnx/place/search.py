@@ -133,8 +133,8 @@ class _Solver:
             self.memb = np.zeros(0, dtype=np.int64)
             self.ptr = np.zeros(1, dtype=np.int64)
         self.cols = {"W": self.width, "A": self.area, "T": self.maxtotal, "Z": self.sz, "L": lower, "U": upper}
-        self.memo_any: dict[bytes, bool] = {}
-        self.memo_pre: dict[bytes, int] = {}
+        self.memo_any: dict[bytes, int] = {}
+        self.memo_pre: dict[bytes, tuple[int, int]] = {}
         self.nodes = 0
         self.sol = np.full(n, -1, dtype=np.int64)
 
@@ -151,6 +151,7 @@ class _Solver:
         return out
 
     def reset(self, heuristic: str) -> None:
+        self.heuristic = heuristic
         self.pre = _preorder_keys(self.cols, heuristic)
         self.mo = np.zeros(self.n, dtype=np.int64)
         self.placed = np.zeros(self.n, dtype=bool)
@@ -158,6 +159,14 @@ class _Solver:
         self.total = self.total0.copy()
         self.cuts = self.cuts0.copy()
         self.memo_pre = {}
+
+    def _rerank(self, sub: np.ndarray) -> np.ndarray:
+        """Preorder ranks for the buffers ``sub`` with today's section totals ('T')."""
+        total, slo, shi = self.total, self.slo, self.shi
+        t = np.array([total[s0:s1].max() for s0, s1 in zip(slo[sub].tolist(), shi[sub].tolist())], dtype=np.int64)
+        cols = {k: v[sub] for k, v in self.cols.items() if k != "T"}
+        cols["T"] = t
+        return _preorder_keys(cols, self.heuristic)
 
     # The recursive search over one partition (buffers P, sections [a, b)).
     def dfs(self, P: np.ndarray, a: int, b: int, last_off: int, last_pre: int) -> int:
@@ -170,11 +179,15 @@ class _Solver:
         # rank (a larger rank only removes candidates); floors and totals follow
         # from these. Failures that did not depend on the rank hold for every
         # preorder and survive restarts.
-        key = hashlib.blake2b(U.tobytes() + mou.tobytes() + struct.pack("<qqq", a, b, last_off), digest_size=16).digest()
-        if key in self.memo_any:
+        key = hashlib.blake2b(U.tobytes() + mou.tobytes() + struct.pack("<qq", a, b), digest_size=16).digest()
+        # A failure at last offset L (rank p) implies failure at any (L', p')
+        # that is lexicographically larger: the candidates only shrink.
+        known_any = self.memo_any.get(key)
+        if known_any is not None and last_off >= known_any:
             return NOT_FOUND
-        known = self.memo_pre.get(key)
-        if known is not None and last_pre >= known:
+        key_pre = hashlib.blake2b(key + self.pre[U].tobytes(), digest_size=16).digest()
+        known = self.memo_pre.get(key_pre)
+        if known is not None and (last_off, last_pre) >= known:
             return NOT_FOUND
         self.nodes += 1
         self.budget -= 1
@@ -188,9 +201,10 @@ class _Solver:
                 self.memo_any.clear()
                 self.memo_pre.clear()
             if not (mou == last_off).any():
-                self.memo_any[key] = True
+                self.memo_any[key] = last_off if known_any is None else min(known_any, last_off)
             else:
-                self.memo_pre[key] = last_pre if known is None else min(known, last_pre)
+                entry = (last_off, last_pre)
+                self.memo_pre[key_pre] = entry if known is None else min(known, entry)
         return status
 
     def _expand(self, P: np.ndarray, a: int, b: int, last_off: int, last_pre: int, U: np.ndarray, mou: np.ndarray) -> int:
@@ -228,8 +242,8 @@ class _Solver:
             self.sol[bi] = off
             nb = self.nbrs[bi]
             nbu = nb[~placed[nb]]
-            hatless = nbu.size == 0
             changed = nbu[mo[nbu] < top]
+            hatless = changed.size == 0
             old_mo = mo[changed]
             mo[changed] = top
             old_floor = floor[s0:s1].copy()
@@ -280,7 +294,15 @@ class _Solver:
                             sub = rest[(rlo >= x) & (rlo < y)]
                             if sub.size == 0:
                                 continue
-                            if self.dfs(sub, x, y, off, -1) != OK:
+                            # Like MiniMalloc, rank the subproblem afresh with
+                            # the section totals as they are now.
+                            old_pre = pre[sub]
+                            pre[sub] = self._rerank(sub)
+                            try:
+                                sub_status = self.dfs(sub, x, y, off, -1)
+                            finally:
+                                pre[sub] = old_pre
+                            if sub_status != OK:
                                 status = NOT_FOUND
                                 break
                 finally:
