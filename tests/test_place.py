@@ -317,3 +317,13 @@ def test_search_agrees_with_the_mip_model(t):
     if r.arena > 0:
         assert search_placement(lo, up, sz, r.arena - 1, time_limit=10).status == "infeasible"
     assert place(Buffers.build(range(len(sz)), lo, up, sz), time_limit=10).arena_bytes == r.arena
+
+
+def test_time_limit_keeps_a_checked_incumbent():
+    """A hard instance with a tiny limit: a valid placement comes back, labelled honestly."""
+    b, _ = read_trace(CHALLENGING / "H.1048576.csv")
+    p = place(b, time_limit=0.3)
+    check_placement(b.lower, b.upper, b.sizes, p.offsets)
+    assert p.arena_bytes >= p.lower_bound
+    assert p.optimal == (p.arena_bytes == p.lower_bound) or p.optimal is False
+    assert p.seconds < 10

@@ -80,28 +80,42 @@ def _tighten_window(
 ) -> tuple[np.ndarray, int, bool, bool]:
     """Exact search on one window whose greedy arena exceeds ``good_enough``.
 
-    Tries the window's max-load bound first, then bisects between the last
-    capacity proved infeasible and the incumbent. Returns offsets, arena,
-    whether that arena is proven optimal for the window, and whether the
-    search ran. Sizes are multiples of ``unit`` (the alignment), so the search
-    works in units and every offset it returns is aligned.
+    Tries the window's max-load bound (or ``good_enough``) first, then bisects
+    between the lowest capacity not yet ruled out and the incumbent; a try that
+    runs out of time (it gets half the time left) sends the next try higher.
+    Returns offsets, arena, whether that arena is proven optimal for the
+    window, and whether the search ran. Sizes are multiples of ``unit`` (the
+    alignment), so the search works in units and every offset is aligned.
     """
     bound = max_load(lo, up, sz)
-    lo_cap, hi = bound, arena  # the window's optimum lies in [lo_cap, hi]
+    lo_cap, hi = bound, arena  # proven: the window's optimum lies in [lo_cap, hi]
+    unknown_below = bound - unit  # capacities <= this are proven or given up on
     targets: list[int] = [capacity] if capacity is not None and arena > capacity else []
     if not targets and sz.size >= DIVE_MIN_BUFFERS and arena - unit > good_enough:
         targets.append(arena - unit)
+    first = True
     searched = False
     while time.perf_counter() < deadline and lo_cap < hi and hi > good_enough:
+        share = 0.5
         if targets:
             cap = targets.pop()
+            if capacity is not None and cap == capacity and not minimize:
+                share = 1.0
         elif capacity is not None and not minimize and hi <= capacity:
             break
         else:
-            cap = max(lo_cap, good_enough) if lo_cap <= good_enough else (lo_cap + hi) // 2
+            low = max(lo_cap, unknown_below + unit, good_enough)
+            if low >= hi:
+                break
+            cap = low if first else (low + hi) // 2 // unit * unit
+            cap = max(cap, low)
+            first = False
+            if cap + unit >= hi:
+                share = 1.0
         cap_units = cap // unit
         searched = True
-        res = search_placement(lo, up, sz // unit, cap_units, time_limit=max(deadline - time.perf_counter(), 0.0))
+        left = max(deadline - time.perf_counter(), 0.0)
+        res = search_placement(lo, up, sz // unit, cap_units, time_limit=left * share)
         if res.status == "feasible":
             assert res.offsets is not None
             new_off = res.offsets * unit
@@ -111,10 +125,11 @@ def _tighten_window(
             hi = min(hi, new_arena)
         elif res.status == "infeasible":
             lo_cap = max(lo_cap, cap_units * unit + unit)
+            unknown_below = max(unknown_below, cap_units * unit)
             if capacity is not None and cap >= capacity and not minimize:
                 break
-        else:
-            break
+        else:  # out of time at this capacity: look higher
+            unknown_below = max(unknown_below, cap_units * unit)
     return off, arena, lo_cap >= arena or arena == bound, searched
 
 
