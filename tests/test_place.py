@@ -325,5 +325,6 @@ def test_time_limit_keeps_a_checked_incumbent():
     p = place(b, time_limit=0.3)
     check_placement(b.lower, b.upper, b.sizes, p.offsets)
     assert p.arena_bytes >= p.lower_bound
-    assert p.optimal == (p.arena_bytes == p.lower_bound) or p.optimal is False
+    if not p.optimal:  # never labelled unproven when the bound is reached
+        assert p.arena_bytes > p.lower_bound
     assert p.seconds < 10

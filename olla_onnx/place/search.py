@@ -23,15 +23,24 @@ Memory Allocator for Hardware-Accelerated Machine Learning", ASPLOS 2023):
   exceeds the capacity anywhere, the branch is dead.
 - **unplaced floor**: a section's floor is at least the smallest minimum offset
   among its unplaced buffers (sharpens section inference).
-- **hatless pruning**: a buffer with no unplaced buffer overlapping it in time
-  constrains nobody; if the search below it fails, the alternatives fail too.
+- **hatless pruning** (generalised): a buffer whose placement raises no unplaced
+  buffer's minimum offset constrains nobody (whoever overlaps it already sits
+  above it); if the search below it fails, the alternatives fail too.
 - **dynamic decomposition**: once no unplaced buffer spans the boundary between
   two sections, the two sides are independent subproblems; each is solved on
   its own and a failure of one ends the branch (no cross product of retries).
+  Each subproblem is ranked afresh with the section totals of the moment
+  (MiniMalloc does the same; it is what makes problem H easy).
+- **failure memo**: the subtree below a node is fixed by the unplaced buffers,
+  their minimum offsets, and the last (offset, rank); a failure also holds for
+  any lexicographically larger (offset, rank). Failures that did not depend on
+  the rank hold for every preorder and survive the restarts. Keys are 128-bit
+  BLAKE2 digests (a collision, odds ~2^-100, could only prune wrongly).
 
 The search runs several static preorders (MiniMalloc's WAT, TAW, TWA) round
 robin with a node limit that doubles, which tames heavy-tailed runs. Cost:
-exponential in the worst case; each node costs O(n + S) numpy work.
+exponential in the worst case; each node costs O(n + S) numpy work
+(about 4,000-6,000 nodes per second on the challenging suite).
 """
 
 from __future__ import annotations
