@@ -74,7 +74,7 @@ def optimize_order(
     from olla_onnx.schedule.decompose import solve_segments
     from olla_onnx.schedule.dp import exact_order
     from olla_onnx.schedule.heuristics import RULES, beam_search, list_schedule
-    from olla_onnx.schedule.local import improve_windows
+    from olla_onnx.schedule.local import improve_moves, improve_windows
     from olla_onnx.schedule.reduce import pin_constants, reduce_graph
 
     t0 = time.perf_counter()
@@ -93,10 +93,14 @@ def optimize_order(
     method = "input order"
     peaks[method] = problem.to_bytes(best_peak)
 
+    starts_by_name: dict[str, list[int]] = {method: best}
+
     def offer(name: str, order: list[int] | None) -> None:
         nonlocal best, best_peak, method
         if order is None:
             return
+        if name in ("input order", "ort default") or name.startswith("list/"):
+            starts_by_name[name] = list(order)
         p = problem.peak(order)
         peaks[name] = problem.to_bytes(p)
         if p < best_peak:
@@ -128,6 +132,13 @@ def optimize_order(
     if not done():
         note("beam search", 0.15)
         offer("beam", beam_search(problem, best, beam_width, budget(0.15)))
+    if not done():
+        note("moving nodes at the peak", 0.2)
+        starts = sorted(starts_by_name.items(), key=lambda kv: problem.peak(kv[1]))[:3]
+        for name, start in starts:
+            if time.perf_counter() > end:
+                break
+            offer("moves", improve_moves(problem, start, budget(0.1)))
     if not done():
         note("min-cut lower bound", 0.3)
         cut = min_cut_bound(problem, best, lb, budget(0.2))
@@ -165,9 +176,14 @@ def optimize_order(
     if not done() and time.perf_counter() < end:
         note("segments", 0.8)
         offer("segments", solve_segments(problem, best, budget(0.4)))
-    if not done() and time.perf_counter() < end:
-        note("windows around the peak", 0.9)
-        offer("windows", improve_windows(problem, best, end))
+    while not done() and time.perf_counter() < end:
+        note("windows and moves around the peak", 0.9)
+        before = best_peak
+        offer("windows", improve_windows(problem, best, budget(0.5)))
+        offer("moves", improve_moves(problem, best, budget(0.5)))
+        if best_peak == before and time.perf_counter() < end:
+            offer("windows", improve_windows(problem, best, end, sizes=(24, 48, 96, 160), max_total=1_000_000))
+            break
 
     sim = simulate(graph, best, validate=True)  # the referee
     if sim.peak != problem.to_bytes(best_peak):

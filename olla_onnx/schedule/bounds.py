@@ -16,7 +16,7 @@ every dependency keeps ``S`` a down-set; ``source -> v`` and ``succ(v) -> sink``
 ``p`` and consumers ``C`` gets a helper vertex ``h``, an arc ``p -> h`` of
 capacity ``size(t)`` and infinite arcs ``h -> c`` for ``c`` in ``C``: a finite
 cut pays ``size(t)`` exactly when ``p`` is in ``S`` and some consumer is not; a
-graph output pays through ``p -> sink``. ``v``'s own tensors are added as a
+graph output pays through ``p -> h`` with ``h -> sink`` infinite. ``v``'s own tensors are added as a
 constant instead. The ancestor/descendant bound of :mod:`olla_onnx.memory`
 counts only the tensors cut for *every* such ``S``, so this bound dominates it
 node by node.
@@ -54,77 +54,123 @@ class CutBound:
 
 
 class _CutNetwork:
-    """The flow network shared by all nodes; per node only some capacities change."""
+    """Per-node min-cut queries, each on the part of the graph that the node leaves free.
+
+    For node ``v``, its ancestors (and ``v``) are on the source side and its
+    descendants on the sink side in every down-set that can be current while
+    ``v`` runs. So a tensor made by an ancestor and read by a descendant (or a
+    graph output made by an ancestor) is charged in every cut: a constant
+    (these are the ancestor/descendant bound's tensors). Only the nodes
+    incomparable with ``v`` are free, and the network holds just them, their
+    tensors, and the ancestors' tensors that free nodes read.
+    """
 
     def __init__(self, problem: Problem):
+        from olla_onnx.schedule.reduce import topo_order
+
         n = problem.n
-        T = len(problem.size)
-        self.n, self.T = n, T
+        self.n = n
         total = sum(problem.size) + 1
         self.q = 1 if total < 2**29 else -(-total // 2**29)
-        cap_sizes = [s // self.q for s in problem.size]
-        inf = sum(cap_sizes) + 1
-        self.inf = inf
-        src, snk = n + T, n + T + 1
-        self.src, self.snk = src, snk
-        rows: list[int] = []
-        cols: list[int] = []
-        caps: list[int] = []
-
-        def arc(u: int, w: int, c: int) -> int:
-            rows.append(u)
-            cols.append(w)
-            caps.append(c)
-            return len(caps) - 1
-
-        for w in range(n):
-            for p in problem.preds[w]:
-                arc(w, p, inf)
-        self.tensor_arcs: list[list[int]] = []  # per tensor, the arcs that charge it
-        for t in range(T):
-            h = n + t
-            p = problem.prod[t]
-            if problem.persist[t]:
-                self.tensor_arcs.append([arc(p, snk, cap_sizes[t])])
-            else:
-                arcs = [arc(p, h, cap_sizes[t])]
-                for c in problem.cons[t]:
-                    arc(h, c, inf)
-                self.tensor_arcs.append(arcs)
-        self.src_arc = [arc(src, v, 0) for v in range(n)]
-        self.snk_arc = [arc(v, snk, 0) for v in range(n)]
-        import scipy.sparse as sp
-
-        N = n + T + 2
-        mat = sp.coo_matrix((np.asarray(caps, dtype=np.int64), (np.asarray(rows), np.asarray(cols))), shape=(N, N)).tocsr()
-        mat.sum_duplicates()
-        self.mat = mat
-        # position of each arc in the CSR data (duplicates were merged; keep a map by (row, col))
-        self.caps = np.asarray(caps, dtype=np.int64)
-        self.rows = np.asarray(rows)
-        self.cols = np.asarray(cols)
-        self.base_caps = self.caps.copy()
+        self.cap = [s // self.q for s in problem.size]
+        order = topo_order(problem)
+        anc = [0] * n
+        for v in order:
+            acc = 0
+            for p in problem.preds[v]:
+                acc |= anc[p] | (1 << p)
+            anc[v] = acc
+        desc = [0] * n
+        for v in reversed(order):
+            acc = 0
+            for w in problem.succs[v]:
+                acc |= desc[w] | (1 << w)
+            desc[v] = acc
+        self.anc, self.desc = anc, desc
 
     def min_cut(self, problem: Problem, v: int) -> int:
         import scipy.sparse as sp
         from scipy.sparse.csgraph import maximum_flow
 
-        caps = self.base_caps.copy()
+        inside = self.anc[v] | (1 << v)
+        outside = self.desc[v]
         own = set(problem.outs[v]) | set(problem.ins[v])
-        for t in own:
-            for e in self.tensor_arcs[t]:
-                caps[e] = 0
-        caps[self.src_arc[v]] = self.inf
-        for w in problem.succs[v]:
-            caps[self.snk_arc[w]] = self.inf
-        N = self.n + self.T + 2
-        keep = caps > 0
-        mat = sp.csr_matrix(
-            (caps[keep].astype(np.int32), (self.rows[keep], self.cols[keep])), shape=(N, N)
-        )
+        local: dict[int, int] = {}  # free node -> vertex id (0 = source, 1 = sink)
+        rows: list[int] = []
+        cols: list[int] = []
+        caps: list[int] = []
+        const = 0
+        big = 0
+        cap = self.cap
+
+        def vid(u: int) -> int:
+            x = local.get(u)
+            if x is None:
+                x = local[u] = len(local) + 2
+            return x
+
+        helpers = 0
+        pending: list[tuple[int, int, list[int]]] = []  # (from vertex, capacity, free consumers)
+        for t, p in enumerate(problem.prod):
+            if t in own or cap[t] == 0 or (outside >> p) & 1:
+                continue
+            p_in = (inside >> p) & 1
+            free_cons = []
+            charged = problem.persist[t]
+            for c in problem.cons[t]:
+                if (outside >> c) & 1:
+                    charged = True
+                elif not (inside >> c) & 1:
+                    free_cons.append(c)
+            if p_in:
+                if charged:
+                    const += cap[t]
+                elif free_cons:
+                    pending.append((0, cap[t], free_cons))
+            else:
+                if charged:
+                    rows.append(vid(p))
+                    cols.append(1)
+                    caps.append(cap[t])
+                    big += cap[t]
+                elif free_cons:
+                    pending.append((vid(p), cap[t], free_cons))
+        for src_v, c_t, free_cons in pending:
+            big += c_t
+        inf = big + 1
+        for src_v, c_t, free_cons in pending:
+            h = -1 - helpers  # placeholder id, resolved below
+            helpers += 1
+            rows.append(src_v)
+            cols.append(h)
+            caps.append(c_t)
+            for c in free_cons:
+                rows.append(h)
+                cols.append(vid(c))
+                caps.append(inf)
+        free = ((1 << self.n) - 1) & ~(inside | outside)
+        while free:  # dependencies among free nodes keep the source side a down-set (all of them:
+            low = free & -free  # a path through a node with no tensor of its own still binds)
+            free ^= low
+            u = low.bit_length() - 1
+            for p in problem.preds[u]:
+                if not (inside >> p) & 1:
+                    rows.append(vid(u))
+                    cols.append(vid(p))
+                    caps.append(inf)
+        if not caps:
+            return const * self.q
+        N = len(local) + 2 + helpers
+        r = np.asarray(rows, dtype=np.int64)
+        c = np.asarray(cols, dtype=np.int64)
+        r[r < 0] = len(local) + 2 + (-1 - r[r < 0])
+        c[c < 0] = len(local) + 2 + (-1 - c[c < 0])
+        if inf >= 2**31:
+            raise OverflowError("capacities exceed 32 bits")  # cannot happen: sizes are scaled below 2**29
+        mat = sp.csr_matrix((np.asarray(caps, dtype=np.int32), (r, c)), shape=(N, N))
         mat.sum_duplicates()
-        flow = maximum_flow(mat, self.src, self.snk).flow_value
-        return int(flow) * self.q
+        flow = maximum_flow(mat, 0, 1).flow_value
+        return (const + int(flow)) * self.q
 
 
 def min_cut_bound(
