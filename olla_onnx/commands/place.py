@@ -24,6 +24,9 @@ def place(
     minimize: bool = typer.Option(
         False, "--minimize", help="With --capacity: keep shrinking the arena after it fits, until the time limit."
     ),
+    tolerance: float = typer.Option(
+        0.0, "--tolerance", help="Stop once the arena is within this fraction of the lower bound (e.g. 0.001)."
+    ),
     report_json: Optional[Path] = typer.Option(None, "--report-json", help="Write the figures as one JSON object."),
 ) -> None:
     """Place every buffer of a trace in one arena: no two buffers alive together overlap."""
@@ -35,6 +38,8 @@ def place(
         fail(f"--time-limit {time_limit}: expected a positive number of seconds")
     if alignment < 1:
         fail(f"--alignment {alignment}: expected a positive integer (64 on CPU, 256 on CUDA)")
+    if tolerance < 0:
+        fail(f"--tolerance {tolerance}: expected a fraction >= 0, e.g. 0.001")
     if capacity is not None and capacity < 0:
         fail(f"--capacity {capacity}: expected a number of bytes >= 0")
     buffers, _ = read_trace(trace)
@@ -42,7 +47,8 @@ def place(
         f"placing {len(buffers):,} buffers (greedy, then exact search up to {time_limit:g} s) ..."
     ):
         result = place_buffers(
-            buffers, capacity=capacity, alignment=alignment, time_limit=time_limit, minimize=minimize or capacity is None
+            buffers, capacity=capacity, alignment=alignment, time_limit=time_limit,
+            minimize=minimize or capacity is None, tolerance=tolerance,
         )
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -91,10 +91,28 @@ def _tighten_window(
     lo_cap, hi = bound, arena  # proven: the window's optimum lies in [lo_cap, hi]
     unknown_below = bound - unit  # capacities <= this are proven or given up on
     targets: list[int] = [capacity] if capacity is not None and arena > capacity else []
-    if not targets and sz.size >= DIVE_MIN_BUFFERS and arena - unit > good_enough:
-        targets.append(arena - unit)
-    first = True
     searched = False
+    if not targets and sz.size >= DIVE_MIN_BUFFERS:
+        # Quick dives (one pass per preorder, 2n nodes each) at a loose
+        # capacity: canonical bottom-up packing usually lands on or near the
+        # bound where best-fit does not.
+        for h in ("WAT", "TAW", "TWA", "TW", "AW"):
+            if hi <= good_enough or time.perf_counter() >= deadline:
+                break
+            left = max(deadline - time.perf_counter(), 0.0)
+            res = search_placement(lo, up, sz // unit, (hi - unit) // unit, time_limit=left / 2, heuristics=(h,), max_rounds=1)
+            searched = True
+            if res.status == "feasible":
+                assert res.offsets is not None
+                new_off = res.offsets * unit
+                new_arena = int((new_off + sz).max())
+                if new_arena < arena:
+                    off, arena = new_off, new_arena
+                hi = min(hi, new_arena)
+            elif res.status == "infeasible":
+                lo_cap = max(lo_cap, hi)
+                break
+    first = True
     while time.perf_counter() < deadline and lo_cap < hi and hi > good_enough:
         share = 0.5
         if targets:
@@ -139,6 +157,7 @@ def place(
     alignment: int = 1,
     time_limit: float = 60.0,
     minimize: bool = True,
+    tolerance: float = 0.0,
 ) -> Placement:
     """Place ``buffers`` in one arena; every result passes :func:`check_placement`.
 
@@ -147,7 +166,9 @@ def place(
     window's max-load bound (or ``capacity``), the exact search of
     :mod:`olla_onnx.place.search` tightens it, keeping the best answer found
     when ``time_limit`` runs out. With ``minimize=False`` and a capacity, the
-    search stops at the first placement within the capacity.
+    search stops at the first placement within the capacity. With
+    ``tolerance`` > 0 the search stops once the arena is within
+    ``bound * (1 + tolerance)`` (``optimal`` still means proven).
 
     Offsets are multiples of ``alignment``; each buffer occupies its size rounded
     up to the alignment, and the bound and optimality refer to those sizes.
@@ -175,7 +196,11 @@ def place(
             w_off, w_arena, name = best_greedy(lo[g], up[g], sz[g])
         results.append([g, w_off, w_arena, f"greedy-{name}", w_arena <= bound])
     # Pass 2: exact search on the windows above the bound, biggest arena first.
-    goal = bound if (minimize or capacity is None) else max(bound, capacity)
+    if tolerance < 0:
+        raise OllaInputError(f"tolerance must be >= 0, got {tolerance}")
+    goal = max(bound, int(bound * (1.0 + tolerance)) // alignment * alignment)
+    if not (minimize or capacity is None):
+        goal = max(goal, capacity)
     for r in sorted(results, key=lambda r: -r[2]):
         g, w_off, w_arena = r[0], r[1], r[2]
         if w_arena <= goal or g.size > EXACT_MAX_BUFFERS or time.perf_counter() >= deadline:

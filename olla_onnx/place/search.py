@@ -59,6 +59,10 @@ _BIG = np.int64(2**62)
 _BUMP_MAX = 20_000
 #: Failure-memo entries kept before the memo is emptied (16-byte keys).
 _MEMO_MAX = 2_000_000
+#: Nodes with more unplaced buffers than this skip the memo (hashing them costs more than it saves).
+_MEMO_MAX_BUFFERS = 4096
+#: Subproblems up to this many buffers are ranked afresh (an O(size * span) Python loop).
+_RERANK_MAX = 512
 
 
 class _Stop(Exception):
@@ -188,16 +192,18 @@ class _Solver:
         # rank (a larger rank only removes candidates); floors and totals follow
         # from these. Failures that did not depend on the rank hold for every
         # preorder and survive restarts.
-        key = hashlib.blake2b(U.tobytes() + mou.tobytes() + struct.pack("<qq", a, b), digest_size=16).digest()
-        # A failure at last offset L (rank p) implies failure at any (L', p')
-        # that is lexicographically larger: the candidates only shrink.
-        known_any = self.memo_any.get(key)
-        if known_any is not None and last_off >= known_any:
-            return NOT_FOUND
-        key_pre = hashlib.blake2b(key + self.pre[U].tobytes(), digest_size=16).digest()
-        known = self.memo_pre.get(key_pre)
-        if known is not None and (last_off, last_pre) >= known:
-            return NOT_FOUND
+        memo = U.size <= _MEMO_MAX_BUFFERS
+        if memo:
+            key = hashlib.blake2b(U.tobytes() + mou.tobytes() + struct.pack("<qq", a, b), digest_size=16).digest()
+            # A failure at last offset L (rank p) implies failure at any (L', p')
+            # that is lexicographically larger: the candidates only shrink.
+            known_any = self.memo_any.get(key)
+            if known_any is not None and last_off >= known_any:
+                return NOT_FOUND
+            key_pre = hashlib.blake2b(key + self.pre[U].tobytes(), digest_size=16).digest()
+            known = self.memo_pre.get(key_pre)
+            if known is not None and (last_off, last_pre) >= known:
+                return NOT_FOUND
         self.nodes += 1
         self.budget -= 1
         if self.budget < 0:
@@ -205,7 +211,7 @@ class _Solver:
         if (self.nodes & 15) == 0 and time.perf_counter() > self.deadline:
             raise _Stop(True)
         status = self._expand(P, a, b, last_off, last_pre, U, mou)
-        if status == NOT_FOUND:
+        if status == NOT_FOUND and memo:
             if len(self.memo_any) + len(self.memo_pre) > _MEMO_MAX:
                 self.memo_any.clear()
                 self.memo_pre.clear()
@@ -306,7 +312,8 @@ class _Solver:
                             # Like MiniMalloc, rank the subproblem afresh with
                             # the section totals as they are now.
                             old_pre = pre[sub]
-                            pre[sub] = self._rerank(sub)
+                            if sub.size <= _RERANK_MAX:
+                                pre[sub] = self._rerank(sub)
                             try:
                                 sub_status = self.dfs(sub, x, y, off, -1)
                             finally:
@@ -337,6 +344,7 @@ def search_placement(
     capacity: int,
     time_limit: float = 60.0,
     heuristics: tuple[str, ...] = ("WAT", "TAW", "TWA"),
+    max_rounds: int | None = None,
 ) -> SearchResult:
     """Decide whether the buffers fit in ``capacity`` bytes; return a placement if so.
 
@@ -344,7 +352,10 @@ def search_placement(
     sound pruning), ``"feasible"`` comes with offsets. Buffers of size 0 get
     offset 0. Independent time windows (no buffer spans their boundary) are
     solved separately. Cost: exponential in the worst case, bounded by
-    ``time_limit`` seconds (then ``"timeout"``).
+    ``time_limit`` seconds (then ``"timeout"``). Each round runs every
+    heuristic once with a node limit that doubles per round (starting at twice
+    the buffers); ``max_rounds`` caps the rounds (then ``"timeout"`` too), so
+    ``max_rounds=1`` is a quick set of near-greedy dives.
     """
     t0 = time.perf_counter()
     lower = np.asarray(lower, dtype=np.int64)
@@ -364,7 +375,11 @@ def search_placement(
         for P, a, b in solver.partitions():
             limit = max(P.size, 16)
             solved = False
+            rounds = 0
             while not solved:
+                if max_rounds is not None and rounds >= max_rounds:
+                    return SearchResult("timeout", None, solver.nodes, time.perf_counter() - t0)
+                rounds += 1
                 limit *= 2
                 for h in heuristics:
                     solver.reset(h)
