@@ -15,7 +15,7 @@ from olla_onnx.schedule.bounds import _CutNetwork, final_step_bound, min_cut_bou
 from olla_onnx.schedule.decompose import solve_segments
 from olla_onnx.schedule.dp import exact_order, solve_window
 from olla_onnx.schedule.heuristics import RULES, beam_search, list_schedule
-from olla_onnx.schedule.local import improve_windows
+from olla_onnx.schedule.local import _FastLive, improve_moves, improve_windows
 from olla_onnx.schedule.random_graphs import layered_dag, to_node_link, training_graph
 from olla_onnx.schedule.reduce import reduce_graph, windows
 
@@ -130,8 +130,12 @@ def test_every_method_returns_valid_orders_never_worse(g):
     if b is not None:
         assert is_topological(g, b) and p.peak(b) < p.peak(inc)
     far = time.perf_counter() + 5
-    for o in (improve_windows(p, inc, far, sizes=(3, 5)), solve_segments(p, inc, far, segment=4)):
+    for o in (improve_windows(p, inc, far, sizes=(3, 5)), solve_segments(p, inc, far, segment=4), improve_moves(p, inc, far)):
         assert is_topological(g, o) and p.peak(o) <= p.peak(inc)
+    if p.n:
+        pos = np.empty(p.n, dtype=np.int64)
+        pos[np.asarray(inc)] = np.arange(p.n)
+        assert (_FastLive(p).live(pos) == p.live_per_step(inc)).all()
 
 
 def test_windows_are_sound():

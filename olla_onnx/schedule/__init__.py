@@ -32,7 +32,7 @@ class ScheduleResult:
     True only with a proof, named in ``proof``: ``"bound"`` (peak equals a sound
     lower bound) or ``"dp"`` (the exact DP over the whole graph finished) or
     ``"ilp"`` (SCIP reported optimality). ``peaks`` holds the peak each method
-    reached (methods that found nothing better are absent).
+    reached at best (methods that returned no order are absent).
     """
 
     order: tuple[int, ...]
@@ -102,7 +102,7 @@ def optimize_order(
         if name in ("input order", "ort default") or name.startswith("list/"):
             starts_by_name[name] = list(order)
         p = problem.peak(order)
-        peaks[name] = problem.to_bytes(p)
+        peaks[name] = min(peaks.get(name, problem.to_bytes(p)), problem.to_bytes(p))
         if p < best_peak:
             best, best_peak, method = list(order), p, name
 
