@@ -146,7 +146,7 @@ def optimize_order(
             lb, lb_method = cut.value, "min-cut"
     if not done():
         note("exact search over down-sets", 0.45)
-        res = exact_order(problem, best, best_peak, budget(0.6), exact_states)
+        res = exact_order(problem, best, best_peak, budget(0.75), exact_states)
         offer("dp", list(res.order) if res.order is not None else None)
         if res.exhaustive:
             proof = "dp"
