@@ -104,7 +104,8 @@ def improve_moves(problem: Problem, order: Sequence[int], deadline: float, max_r
 
     Candidates are the producers of the tensors live at a peak step (moved to
     after it, as late as allowed) and their last readers (moved before it, as
-    early as allowed). A move is kept when it lowers (peak, number of steps at
+    early as allowed), and, per tensor live at the peak, the group of all its
+    readers after the peak moved to just before it. A move is kept when it lowers (peak, number of steps at
     the peak). Returns an order never worse than ``order``. Cost per round:
     O(candidates * (n + E)) with numpy.
     """
@@ -148,6 +149,30 @@ def improve_moves(problem: Problem, order: Sequence[int], deadline: float, max_r
                     cands.setdefault(c, ())
         improved = False
         trial_best = None
+        # group moves: all the readers of a tensor live at s that run after s, moved to just before s
+        # (its last use then comes before the peak; single-node moves cannot see that gain)
+        tried_groups: set[tuple[int, ...]] = set()
+        for t in range(len(problem.size)):
+            p = problem.prod[t]
+            if problem.persist[t] or pos[p] >= s:
+                continue
+            late = sorted((c for c in problem.cons[t] if pos[c] > s), key=lambda c: pos[c])
+            if not late or len(late) > 8:
+                continue
+            group = tuple(late)
+            if group in tried_groups:
+                continue
+            tried_groups.add(group)
+            gset = set(group)
+            if any(pos[q] >= s and q not in gset for c in group for q in preds[c]):
+                continue
+            new = [u for u in cur[:s] if u not in gset] + list(group) + [u for u in cur[s:] if u not in gset]
+            npos = np.empty(n, dtype=np.int64)
+            npos[np.asarray(new, dtype=np.int64)] = np.arange(n)
+            lv = fast.live(npos)
+            sc = score(lv)
+            if sc < best and (trial_best is None or sc < trial_best[0]):
+                trial_best = (sc, new, npos, lv)
         for v in cands:
             i = int(pos[v])
             lo = max((int(pos[p]) + 1 for p in preds[v]), default=0)
