@@ -43,7 +43,7 @@ def test_exact_dp_equals_brute_force(g):
     res = exact_order(p, inc, upper=p.peak(inc) + 1)  # allow ties, so an order always comes back
     assert res.exhaustive and res.order is not None
     assert is_topological(g, res.order)
-    assert simulate(g, res.order).peak == brute_force(g) == p.to_bytes(res.window_peak)
+    assert simulate(g, res.order).peak == brute_force(g) == p.to_bytes(res.window_peak) == subset_brute_force(g)
 
 
 @settings(max_examples=120, deadline=None)
@@ -264,3 +264,50 @@ def test_pinned_constants_relaxation_is_sound(g):
     assert res.exhaustive
     opt = brute_force(g)
     assert p.to_bytes(res.window_peak - slack) <= opt
+
+
+def subset_brute_force(g) -> int:
+    """Least peak over all orders by plain recursion over sets of nodes run (no pruning, no reduction):
+    an independent check of the DP that reaches 10-node graphs with many orders."""
+    from functools import lru_cache
+
+    n = g.num_nodes
+    prod = g.producer
+    outs = set(g.outputs)
+    resident = g.resident_bytes
+
+    def live_while(done: frozenset, v: int) -> int:
+        total = resident
+        now = done | {v}
+        for name, p in prod.items():
+            if p not in now:
+                continue
+            cons = g.consumers[name]
+            if p == v or name in outs or v in cons or any(c not in now for c in cons):
+                total += g.tensors[name].size
+        return total
+
+    @lru_cache(maxsize=None)
+    def best(done: frozenset) -> int:
+        if len(done) == n:
+            return 0
+        out = None
+        for v in range(n):
+            if v in done or any(p not in done for p in g.preds[v]):
+                continue
+            val = max(live_while(done, v), best(done | {v}))
+            out = val if out is None or val < out else out
+        return out
+
+    return best(frozenset()) if n else resident
+
+
+@settings(max_examples=60, deadline=None)
+@given(random_graphs(min_nodes=9, max_nodes=10))
+def test_exact_dp_equals_subset_brute_force_on_10_nodes(g):
+    p = reduce_graph(g)
+    inc = g.topological_order()
+    res = exact_order(p, inc, upper=p.peak(inc) + 1)
+    assert res.exhaustive and simulate(g, res.order).peak == subset_brute_force(g)
+    r = optimize_order(g, time_limit=5)
+    assert r.optimal and r.peak == subset_brute_force(g)
