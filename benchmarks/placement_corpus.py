@@ -5,8 +5,8 @@ Usage (from the repository root)::
     nice python benchmarks/placement_corpus.py [--models 'models/*.onnx'] [--time-limit 10]
                                                 [--out benchmarks/results/placement_corpus]
 
-For each model, each order available (the file's order, onnxruntime's default
-order, and the optimized order when ``olla_onnx.schedule`` provides one) and
+For each model, each order available (the file's order, the optimized order
+from ``olla_onnx.schedule.optimize_order`` and onnxruntime's default order) and
 each alignment (1, 64 on CPU, 256 on CUDA): the non-resident tensors'
 lifetimes under that order are placed; the table shows the peak of that order
 (without resident bytes), the max-load bound (sizes rounded up to the
@@ -35,9 +35,16 @@ from olla_onnx.place.problem import aligned_sizes  # noqa: E402
 HERE = Path(__file__).resolve().parent
 
 
-def orders_of(loaded) -> dict[str, list[int]]:
+def orders_of(loaded, optimize_seconds: float) -> dict[str, list[int]]:
     graph = loaded.graph
     out = {"input_order": graph.topological_order()}
+    if optimize_seconds > 0:
+        try:
+            from olla_onnx.schedule import optimize_order
+
+            out["optimized"] = list(optimize_order(graph, time_limit=optimize_seconds).order)
+        except Exception:  # noqa: BLE001 - optional piece owned by another module
+            pass
     if loaded.format == "onnx":
         try:
             from olla_onnx.schedule.ort_default import ort_default_order
@@ -52,6 +59,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="models/*.onnx")
     ap.add_argument("--time-limit", type=float, default=10.0)
+    ap.add_argument("--optimize-seconds", type=float, default=6.0, help="time for optimize_order (0: skip)")
     ap.add_argument("--tolerance", type=float, default=0.001, help="stop once within this fraction of the bound")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "placement_corpus")
     args = ap.parse_args()
@@ -59,7 +67,7 @@ def main() -> None:
     for f in sorted(glob.glob(args.models)):
         loaded = load_graph(f)
         g = loaded.graph
-        for oname, order in orders_of(loaded).items():
+        for oname, order in orders_of(loaded, args.optimize_seconds).items():
             sim = simulate(g, order)
             b = buffers_from_lifetimes(lifetimes(g, order))
             for al in (1, 64, 256):
