@@ -45,14 +45,15 @@ def main(argv: list[str] | None = None) -> int:
     from olla_onnx.export import build
 
     args.models_dir.mkdir(parents=True, exist_ok=True)
-    manifest = build.load_manifest(args.models_dir)
-    manifest["environment"] = build.environment()
+    env = build.environment()
     t_all = time.perf_counter()
     failed = []
     for entry in entries:
         for tiny in variants:
             t0 = time.perf_counter()
             model, rec = build.export_one(entry, tiny, args.models_dir)
+            manifest = build.load_manifest(args.models_dir)  # fresh: another run may have written it
+            manifest["environment"] = env
             old = manifest["models"].get(rec["file"], {})
             if tiny or args.check_full:
                 rec["check"], ref = build.check_against_torch(entry, tiny, model)

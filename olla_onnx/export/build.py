@@ -68,8 +68,16 @@ def describe(model: onnx.ModelProto) -> dict:
     }
 
 
-def check_against_torch(entry, tiny: bool, model: onnx.ModelProto) -> tuple[dict, dict[str, np.ndarray]]:
-    """Run one step in onnxruntime and in PyTorch from the same seeded inputs."""
+def check_against_torch(entry, tiny: bool, model: onnx.ModelProto,
+                        float64: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
+    """Run one step in onnxruntime and in PyTorch from the same seeded inputs.
+
+    With ``float64`` a third, double-precision PyTorch step measures how far
+    each float32 answer is from the exact one (``*_vs_float64``): the scale of
+    float32 rounding in this model, against which the ONNX error can be read.
+    """
+    import torch
+
     from olla_onnx.export.corpus import reference_step
 
     inputs = make_inputs(model, SEED)
@@ -80,6 +88,12 @@ def check_against_torch(entry, tiny: bool, model: onnx.ModelProto) -> tuple[dict
     t2 = time.perf_counter()
     cmp = compare(got, ref, inputs)
     result = cmp.as_dict() | {"seed": SEED, "torch_seconds": round(t1 - t0, 2), "onnxruntime_seconds": round(t2 - t1, 2)}
+    if float64:
+        exact = reference_step(entry, entry.variant(tiny), inputs, dtype=torch.float64)
+        for label, answer in (("onnxruntime", got), ("torch_float32", ref)):
+            c = compare(answer, exact, inputs)
+            result[f"{label}_vs_float64"] = {"loss_rel_err": c.loss_rel, "max_param_rel_err": c.param_rel,
+                                             "max_state_rel_err": c.state_rel, "max_update_rel_err": c.update_rel}
     return result, ref
 
 
@@ -161,7 +175,7 @@ def readme(manifest: dict) -> str:
         if chk is None:
             res = "not run"
         else:
-            res = ("pass" if chk["ok"] else "FAIL") + f" (max rel {chk['max_rel_err']:.1e}, loss {chk['loss_rel_err']:.1e})"
+            res = ("pass" if chk["ok"] else "FAIL") + f" (param {chk['max_param_rel_err']:.1e}, loss {chk['loss_rel_err']:.1e}, update {chk['max_update_rel_err']:.1e})"
         rows.append(f"| `{r['file']}` | {r['batch']} | {r['optimizer'].split('(')[0]} | {r['nodes']} | "
                     f"{_mib(r['parameter_bytes'])} | {r['opset']} | {res} |")
     details = []
@@ -214,16 +228,43 @@ same measure to the change the step made (`param_out - param`), a stricter
 view. The PyTorch outputs of the tiny variants are kept in
 `reference/<file>.npz`, so `tests/test_corpus.py` checks them without torch.
 
-| file | batch | optimizer | nodes | parameters | opset | check |
+| file | batch | optimizer | nodes | parameters | opset | check (max rel. error) |
 |---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
 ## Details
 
 {chr(10).join(details)}
+## Known problem: the tiny ResNet-50 check
+
+`resnet50_tiny.onnx` (width 4, the full 3-4-6-3 bottleneck depth, 64x64
+images, batch 16) does not meet 1e-4 against PyTorch. The step is chaotic in
+float32 at that test point: at random initialisation the gradients explode
+(|grad| up to ~30 for the stem), and some ReLU inputs lie within 1e-7..1e-6
+(relative) of zero, so the two float32 forwards put one of them on different
+sides of the kink (seed 0: the output ReLU of `layer3.4`, 5e-7 from zero; the
+gradients of every block from `layer3.4` backwards differ by ~1e-2, those after
+it agree to 2e-5). A float64 PyTorch step shows that neither float32 answer is
+consistently the closer one; max relative parameter error over seeds 1-6:
+
+| seed | PyTorch f32 vs f64 | onnxruntime vs f64 | onnxruntime vs PyTorch f32 |
+|---|---|---|---|
+| 1 | 3.5e-02 | 7.8e-03 | 3.8e-02 |
+| 2 | 3.0e-03 | 3.6e-05 | 3.0e-03 |
+| 3 | 1.2e-02 | 1.2e-02 | 5.7e-04 |
+| 4 | 5.3e-03 | 8.5e-05 | 5.4e-03 |
+| 5 | 4.4e-04 | 3.6e-03 | 3.5e-03 |
+| 6 | 2.9e-05 | 3.4e-02 | 3.4e-02 |
+
+(measured with the committed graph and `reference_step(..., dtype=torch.float64)`).
+The test marks this one file as an expected (strict) failure. The same graph
+structure at full size is checked by `benchmarks/corpus_check.py`.
+
 ## Not from PyTorch
 
 `mlp_sgd_handwritten.onnx` is written by hand with `onnx.helper`
 (`handmade/make_mlp_sgd.py`), a training step that never went through this
-exporter.
+exporter. `ortraining/mlp_ort_training.onnx` comes from onnxruntime-training's
+artifact generator, with gradient ops in the `com.microsoft` domain; see
+`ortraining/README.md` for how it was made and what `olla-onnx inspect` says.
 """

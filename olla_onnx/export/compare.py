@@ -80,29 +80,34 @@ def run_onnxruntime(model: onnx.ModelProto | str | Path, inputs: dict[str, np.nd
 
 @dataclass(frozen=True)
 class Comparison:
-    """Per-output relative errors ``max|a - b| / max(max|b|, tiny)`` (infinity norm).
+    """Per-output relative errors ``max|a - b| / max(max|b|, tiny)`` (infinity norm per tensor).
 
-    ``worst_update`` is the same measure on the change each output made to its
-    input (``param_out.x - param.x``), a stricter view of the optimizer step.
+    ``ok`` is the corpus criterion: the loss and every updated parameter
+    (``param_out.*``) within ``tolerance``. The updated optimizer state and the
+    change each output made to its input (``param_out.x - param.x``, a much
+    stricter view of the step) are reported beside it.
     """
 
     tolerance: float
     loss_rel: float
-    worst_name: str
-    worst_rel: float
-    worst_update_name: str
-    worst_update_rel: float
+    param_name: str
+    param_rel: float
+    state_name: str
+    state_rel: float
+    update_name: str
+    update_rel: float
     outputs: int
 
     @property
     def ok(self) -> bool:
-        return bool(self.loss_rel <= self.tolerance and self.worst_rel <= self.tolerance)
+        return bool(self.loss_rel <= self.tolerance and self.param_rel <= self.tolerance)
 
     def as_dict(self) -> dict:
         return {
             "ok": self.ok, "tolerance": self.tolerance, "loss_rel_err": self.loss_rel,
-            "max_rel_err": self.worst_rel, "max_rel_err_output": self.worst_name,
-            "max_update_rel_err": self.worst_update_rel, "max_update_rel_err_output": self.worst_update_name,
+            "max_param_rel_err": self.param_rel, "max_param_rel_err_output": self.param_name,
+            "max_state_rel_err": self.state_rel, "max_state_rel_err_output": self.state_name,
+            "max_update_rel_err": self.update_rel, "max_update_rel_err_output": self.update_name,
             "outputs_compared": self.outputs,
         }
 
@@ -121,17 +126,20 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 def compare(got: dict[str, np.ndarray], ref: dict[str, np.ndarray], inputs: dict[str, np.ndarray],
             tolerance: float = 1e-4) -> Comparison:
     """Compare every output in ``ref`` with ``got``; a missing output counts as infinitely wrong."""
-    worst = ("", 0.0)
-    worst_upd = ("", 0.0)
+    worst = {"param": ("", 0.0), "state": ("", 0.0), "update": ("", 0.0)}
+
+    def note(kind: str, name: str, r: float) -> None:
+        if r >= worst[kind][1]:
+            worst[kind] = (name, r)
+
     for name, b in ref.items():
+        if name == "loss":
+            continue
         a = got.get(name)
         r = float("inf") if a is None else _rel(a, b)
-        if name != "loss" and r >= worst[1]:
-            worst = (name, r)
+        note("param" if name.startswith("param_out.") else "state", name, r)
         src = name.replace("param_out.", "param.", 1).replace("state_out.", "state.", 1)
         if a is not None and src in inputs and name != "step_out":
-            u = _rel(a.astype(np.float64) - inputs[src], b.astype(np.float64) - inputs[src])
-            if u >= worst_upd[1]:
-                worst_upd = (name, u)
+            note("update", name, _rel(a.astype(np.float64) - inputs[src], b.astype(np.float64) - inputs[src]))
     loss_rel = _rel(got["loss"], ref["loss"]) if "loss" in got else float("inf")
-    return Comparison(tolerance, loss_rel, worst[0], worst[1], worst_upd[0], worst_upd[1], len(ref))
+    return Comparison(tolerance, loss_rel, *worst["param"], *worst["state"], *worst["update"], len(ref))

@@ -244,7 +244,7 @@ def export_train_step(module: nn.Module, loss_fn: Callable, opt: Optimizer, exam
     fn = make_step_fn(module, loss_fn, opt, sig)
     gm = make_fx(fn, decomposition_table=decomposition_table(), tracing_mode="fake")(*example)
     ep = torch.export.export(_Wrapped(gm), tuple(example), strict=False)
-    ep = ep.run_decompositions(decomposition_table())
+    # torch.onnx.export runs ep.run_decompositions() with its own table (core ATen)
     program = torch.onnx.export(ep, (), dynamo=True, optimize=False, opset_version=opset, verbose=False)
     model = program.model_proto
     onnxscript.optimizer.fold_constants(model)
