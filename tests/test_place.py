@@ -328,3 +328,13 @@ def test_time_limit_keeps_a_checked_incumbent():
     if not p.optimal:  # never labelled unproven when the bound is reached
         assert p.arena_bytes > p.lower_bound
     assert p.seconds < 10
+
+
+def test_tolerance_stops_early_but_stays_honest():
+    b, _ = read_trace(CHALLENGING / "C.1048576.csv")
+    p = place(b, time_limit=20, tolerance=0.5)
+    check_placement(b.lower, b.upper, b.sizes, p.offsets)
+    assert p.arena_bytes <= 1.5 * p.lower_bound
+    assert p.optimal == (p.arena_bytes == p.lower_bound)
+    with pytest.raises(OllaInputError, match="tolerance"):
+        place(b, tolerance=-1)

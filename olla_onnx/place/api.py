@@ -15,7 +15,7 @@ from olla_onnx.place.search import search_placement
 #: Largest independent window (in buffers) handed to the exact search; above it
 #: the neighbour lists (O(n * k) memory for k buffers alive together) and the
 #: O(n) work per search node cost too much, and greedy is the answer.
-EXACT_MAX_BUFFERS = 60_000
+EXACT_MAX_BUFFERS = 25_000
 #: Windows larger than this first get one canonical dive at a loose capacity
 #: (just below the greedy arena): it usually lands on or near the bound.
 DIVE_MIN_BUFFERS = 200
