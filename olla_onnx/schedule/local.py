@@ -105,7 +105,7 @@ def improve_moves(problem: Problem, order: Sequence[int], deadline: float, max_r
     Candidates are the producers of the tensors live at a peak step (moved to
     after it, as late as allowed) and their last readers (moved before it, as
     early as allowed), and, per tensor live at the peak, the group of all its
-    readers after the peak moved to just before it. A move is kept when it lowers (peak, number of steps at
+    readers after the peak moved to before it (where live bytes are least, or just before it). A move is kept when it lowers (peak, number of steps at
     the peak). Returns an order never worse than ``order``. Cost per round:
     O(candidates * (n + E)) with numpy.
     """
@@ -152,28 +152,50 @@ def improve_moves(problem: Problem, order: Sequence[int], deadline: float, max_r
         # group moves: all the readers of a tensor live at s that run after s, moved to just before s
         # (its last use then comes before the peak; single-node moves cannot see that gain)
         tried_groups: set[tuple[int, ...]] = set()
-        for t in range(len(problem.size)):
+        # largest tensors first, and the first move that helps is taken (rounds stay cheap on big graphs)
+        for t in sorted(range(len(problem.size)), key=lambda t: -problem.size[t]):
+            if trial_best is not None:
+                break
             p = problem.prod[t]
             if problem.persist[t] or pos[p] >= s:
                 continue
-            late = sorted((c for c in problem.cons[t] if pos[c] > s), key=lambda c: pos[c])
+            late = [c for c in problem.cons[t] if pos[c] > s]
             if not late or len(late) > 8:
                 continue
-            group = tuple(late)
+            # with them, whatever they need that runs at or after s (constants, small chains), up to 24 nodes
+            gset = set(late)
+            stack = list(late)
+            ok = True
+            while stack and ok:
+                c = stack.pop()
+                for q in preds[c]:
+                    if pos[q] >= s and q not in gset:
+                        if pos[q] == s or len(gset) >= 24:
+                            ok = False
+                            break
+                        gset.add(q)
+                        stack.append(q)
+            if not ok:
+                continue
+            group = tuple(sorted(gset, key=lambda c: pos[c]))
             if group in tried_groups:
                 continue
             tried_groups.add(group)
-            gset = set(group)
-            if any(pos[q] >= s and q not in gset for c in group for q in preds[c]):
-                continue
-            new = [u for u in cur[:s] if u not in gset] + list(group) + [u for u in cur[s:] if u not in gset]
-            npos = np.empty(n, dtype=np.int64)
-            npos[np.asarray(new, dtype=np.int64)] = np.arange(n)
-            lv = fast.live(npos)
-            sc = score(lv)
-            if sc < best and (trial_best is None or sc < trial_best[0]):
-                trial_best = (sc, new, npos, lv)
-        for v in cands:
+            earliest = max((int(pos[q]) + 1 for c in group for q in preds[c] if q not in gset), default=0)
+            # insert where the group's extra bytes hurt least: the step of least live bytes before s, or at s
+            at_low = earliest + int(np.argmin(live[earliest:s + 1]))
+            for at in dict.fromkeys((at_low, s)):
+                rest = [u for u in cur if u not in gset]
+                # the index in ``rest`` of the node now at step ``at``
+                k = at - sum(1 for u in cur[:at] if u in gset)
+                new = rest[:k] + list(group) + rest[k:]
+                npos = np.empty(n, dtype=np.int64)
+                npos[np.asarray(new, dtype=np.int64)] = np.arange(n)
+                lv = fast.live(npos)
+                sc = score(lv)
+                if sc < best and (trial_best is None or sc < trial_best[0]):
+                    trial_best = (sc, new, npos, lv)
+        for v in (cands if trial_best is None else ()):
             i = int(pos[v])
             lo = max((int(pos[p]) + 1 for p in preds[v]), default=0)
             hi = min((int(pos[w]) - 1 for w in succs[v]), default=n - 1)
