@@ -10,7 +10,9 @@ then onnxruntime (CPU provider, default options), then the comparison (loss
 and every `param_out.*` within 1e-4 relative; state and update errors recorded).
 Results go to benchmarks/results/corpus_check.json and into the `check`
 field of models/manifest.json (models/README.md is rewritten from it).
-No float64 cross-check here (it would double the memory); the tiny variants have it.
+With --float64 the step is also run in float64 PyTorch and both float32
+answers are measured against it (results in corpus_check_float64.json; about
+twice the memory): it tells a float32-rounding disagreement from a wrong graph.
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, str(ROOT))
 MODELS = ROOT / "models"
 RESULTS = ROOT / "benchmarks" / "results" / "corpus_check.json"
+RESULTS_F64 = ROOT / "benchmarks" / "results" / "corpus_check_float64.json"
 
 
-def check_one(fname: str) -> dict:
+def check_one(fname: str, float64: bool = False) -> dict:
     import gc
 
     import onnx
@@ -49,31 +54,49 @@ def check_one(fname: str) -> dict:
     got = run_onnxruntime(model, inputs)
     t2 = time.perf_counter()
     result = compare(got, ref, inputs).as_dict()
-    result |= {"seed": 0, "torch_seconds": round(t1 - t0, 1), "onnxruntime_seconds": round(t2 - t1, 1),
-               "float64_cross_check": "not run for full-size graphs",
-               "max_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
+    result |= {"seed": 0, "torch_seconds": round(t1 - t0, 1), "onnxruntime_seconds": round(t2 - t1, 1)}
+    if float64:
+        import torch
+
+        del model
+        gc.collect()
+        exact = reference_step(entry, entry.variant(rec["variant"] == "tiny"), inputs, dtype=torch.float64)
+        for label, answer in (("onnxruntime", got), ("torch_float32", ref)):
+            c = compare(answer, exact, inputs)
+            result[f"{label}_vs_float64"] = {"loss_rel_err": c.loss_rel, "max_param_rel_err": c.param_rel,
+                                             "max_param_rel_err_output": c.param_name,
+                                             "max_state_rel_err": c.state_rel, "max_update_rel_err": c.update_rel}
+    else:
+        result["float64_cross_check"] = "not run (benchmarks/corpus_check.py --float64)"
+    result["max_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
     return result
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", action="append", default=[], metavar="FILE")
+    ap.add_argument("--float64", action="store_true",
+                    help="also run the step in float64 PyTorch and measure both float32 answers against it; "
+                         "results go to corpus_check_float64.json (the manifest is not touched)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        print("RESULT " + json.dumps(check_one(args.one)), flush=True)
+        print("RESULT " + json.dumps(check_one(args.one, args.float64)), flush=True)
         return 0
+    results_path = RESULTS_F64 if args.float64 else RESULTS
 
     from olla_onnx.export.build import environment, load_manifest, save_manifest
 
     manifest = load_manifest(MODELS)
     files = args.only or [f for f, r in manifest["models"].items() if r["variant"] == "full"]
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"results": {}}
-    results["command"] = "nice python benchmarks/corpus_check.py" + "".join(f" --only {f}" for f in args.only)
+    results = json.loads(results_path.read_text()) if results_path.exists() else {"results": {}}
+    results["command"] = ("nice python benchmarks/corpus_check.py" + (" --float64" if args.float64 else "")
+                          + "".join(f" --only {f}" for f in args.only))
     results["environment"] = environment() | {"machine": platform.machine(), "cpus": __import__("os").cpu_count()}
     for fname in files:
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, __file__, "--one", fname], capture_output=True, text=True, cwd=ROOT)
+        cmd = [sys.executable, __file__, "--one", fname] + (["--float64"] if args.float64 else [])
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
         if line is None:
             res = {"ok": False, "error": (proc.stderr.strip().splitlines() or ["no output"])[-1],
@@ -82,9 +105,9 @@ def main() -> int:
             res = json.loads(line[len("RESULT "):])
         res["wall_seconds"] = round(time.perf_counter() - t0, 1)
         results["results"][fname] = res
-        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+        results_path.write_text(json.dumps(results, indent=1) + "\n")
         manifest = load_manifest(MODELS)
-        if fname in manifest["models"]:
+        if fname in manifest["models"] and not args.float64:
             manifest["models"][fname]["check"] = res
             save_manifest(MODELS, manifest)
         print(f"{fname:24s} {'ok' if res.get('ok') else 'FAIL'} {json.dumps(res)}", flush=True)

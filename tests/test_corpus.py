@@ -128,3 +128,13 @@ def test_graph_from_onnxruntime_training_goes_through_the_frontend():
     assert len(graph.nodes) == len(model.graph.node) == 17
     grad = graph.tensors["fc0.weight_grad"]
     assert grad.size == 128 * 64 * 4
+
+
+@pytest.mark.parametrize("fname", [f for f in ("gpt2_tiny.onnx", "gpt2.onnx") if f in ALL])
+def test_gpt2_tied_embedding_is_one_parameter(fname):
+    """The token embedding and the output projection share one weight: one input, one update."""
+    model = onnx.load(MODELS / fname)
+    ins = {vi.name for vi in model.graph.input}
+    outs = {vi.name for vi in model.graph.output}
+    assert "param.wte.weight" in ins and "param_out.wte.weight" in outs and "step" in ins
+    assert not any("lm_head" in n for n in ins | outs)

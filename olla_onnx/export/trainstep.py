@@ -36,6 +36,7 @@ from torch._decomp import core_aten_decompositions, get_decompositions
 from torch.fx.experimental.proxy_tensor import make_fx
 
 aten = torch.ops.aten
+FOLD_OUTPUT_SIZE_LIMIT = 65536  # elements
 
 
 @dataclass(frozen=True)
@@ -247,7 +248,9 @@ def export_train_step(module: nn.Module, loss_fn: Callable, opt: Optimizer, exam
     # torch.onnx.export runs ep.run_decompositions() with its own table (core ATen)
     program = torch.onnx.export(ep, (), dynamo=True, optimize=False, opset_version=opset, verbose=False)
     model = program.model_proto
-    onnxscript.optimizer.fold_constants(model)
+    # fold only small results: a folded [512, 512] int64 causal-mask index per layer would
+    # make GPT-2's file ~30 MB; bigger constants stay the (cheap) nodes that compute them
+    onnxscript.optimizer.fold_constants(model, output_size_limit=FOLD_OUTPUT_SIZE_LIMIT)
     onnxscript.optimizer.remove_unused_nodes(model)
     model = rename_io(model, sig.input_names, sig.output_names)
     strip_debug_info(model)
