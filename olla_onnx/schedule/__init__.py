@@ -63,10 +63,12 @@ def optimize_order(
     """The lowest-peak order found within ``time_limit`` seconds, with a lower bound and, if proven, optimality.
 
     Steps: stock orders (input, onnxruntime's default when available) and list
-    schedules; the ancestor/descendant bound; beam search; the min-cut bound;
-    the exact DP over the whole graph (up to ``exact_states`` states); if that
-    did not finish, segment and window re-solving until the time is up; the
-    ILP on small graphs the DP could not settle. Stops as soon as the best
+    schedules; the ancestor/descendant and last-step bounds; node and group
+    moves at the peak; the min-cut bound; beam search; moves from other
+    starts; the exact DP over the whole graph (up to ``exact_states`` states),
+    and on the relaxation with shared constants pinned; the ILP on small
+    graphs the DP could not settle; segment and window re-solving and moves
+    until the time is up. Stops as soon as the best
     order meets a bound. The returned order has been checked by
     :func:`olla_onnx.memory.simulate`; its peak never exceeds the input order's.
     """
@@ -130,20 +132,23 @@ def optimize_order(
         return best_peak <= lb or bool(proof)
 
     if not done():
-        note("beam search", 0.15)
-        offer("beam", beam_search(problem, best, beam_width, budget(0.15)))
+        note("moving nodes at the peak", 0.1)
+        offer("moves", improve_moves(problem, best, budget(0.35)))
     if not done():
-        note("moving nodes at the peak", 0.2)
-        starts = sorted(starts_by_name.items(), key=lambda kv: problem.peak(kv[1]))[:3]
-        for name, start in starts:
-            if time.perf_counter() > end:
-                break
-            offer("moves", improve_moves(problem, start, budget(0.1)))
-    if not done():
-        note("min-cut lower bound", 0.3)
-        cut = min_cut_bound(problem, best, lb, budget(0.2))
+        note("min-cut lower bound", 0.25)
+        cut = min_cut_bound(problem, best, lb, budget(0.3))
         if cut.value > lb:
             lb, lb_method = cut.value, "min-cut"
+    if not done():
+        note("beam search", 0.35)
+        offer("beam", beam_search(problem, best, beam_width, budget(0.15)))
+    if not done():
+        note("moving nodes from other starts", 0.4)
+        starts = sorted(starts_by_name.items(), key=lambda kv: problem.peak(kv[1]))[:3]
+        for name, start in starts:
+            if time.perf_counter() > end or done():
+                break
+            offer("moves", improve_moves(problem, start, budget(0.1)))
     if not done():
         note("exact search over down-sets", 0.45)
         res = exact_order(problem, best, best_peak, budget(0.75), exact_states)

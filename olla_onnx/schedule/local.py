@@ -123,7 +123,9 @@ def improve_moves(problem: Problem, order: Sequence[int], deadline: float, max_r
         return pk, int((lv == pk).sum())
 
     best = score(live)
+    cur_arr = np.asarray(cur, dtype=np.int64)
     preds, succs = problem.preds, problem.succs
+    by_size = sorted(range(len(problem.size)), key=lambda t: -problem.size[t])
     for _ in range(max_rounds):
         if time.perf_counter() > deadline:
             break
@@ -153,8 +155,8 @@ def improve_moves(problem: Problem, order: Sequence[int], deadline: float, max_r
         # (its last use then comes before the peak; single-node moves cannot see that gain)
         tried_groups: set[tuple[int, ...]] = set()
         # largest tensors first, and the first move that helps is taken (rounds stay cheap on big graphs)
-        for t in sorted(range(len(problem.size)), key=lambda t: -problem.size[t]):
-            if trial_best is not None:
+        for t in by_size:
+            if trial_best is not None or time.perf_counter() > deadline:
                 break
             p = problem.prod[t]
             if problem.persist[t] or pos[p] >= s:
@@ -184,18 +186,23 @@ def improve_moves(problem: Problem, order: Sequence[int], deadline: float, max_r
             earliest = max((int(pos[q]) + 1 for c in group for q in preds[c] if q not in gset), default=0)
             # insert where the group's extra bytes hurt least: the step of least live bytes before s, or at s
             at_low = earliest + int(np.argmin(live[earliest:s + 1]))
+            garr = np.asarray(group, dtype=np.int64)
+            gpos = pos[garr]
+            keep_mask = np.ones(n, dtype=bool)
+            keep_mask[gpos] = False
+            rest = cur_arr[keep_mask]
             for at in dict.fromkeys((at_low, s)):
-                rest = [u for u in cur if u not in gset]
-                # the index in ``rest`` of the node now at step ``at``
-                k = at - sum(1 for u in cur[:at] if u in gset)
-                new = rest[:k] + list(group) + rest[k:]
+                k = at - int((gpos < at).sum())  # the index in ``rest`` of the node now at step ``at``
+                new_arr = np.concatenate([rest[:k], garr, rest[k:]])
                 npos = np.empty(n, dtype=np.int64)
-                npos[np.asarray(new, dtype=np.int64)] = np.arange(n)
+                npos[new_arr] = np.arange(n)
                 lv = fast.live(npos)
                 sc = score(lv)
                 if sc < best and (trial_best is None or sc < trial_best[0]):
-                    trial_best = (sc, new, npos, lv)
+                    trial_best = (sc, new_arr.tolist(), npos, lv)
         for v in (cands if trial_best is None else ()):
+            if time.perf_counter() > deadline:
+                break
             i = int(pos[v])
             lo = max((int(pos[p]) + 1 for p in preds[v]), default=0)
             hi = min((int(pos[w]) - 1 for w in succs[v]), default=n - 1)
@@ -222,6 +229,7 @@ def improve_moves(problem: Problem, order: Sequence[int], deadline: float, max_r
                     trial_best = (sc, new, npos, lv)
         if trial_best is not None:
             best, cur, pos, live = trial_best
+            cur_arr = np.asarray(cur, dtype=np.int64)
             improved = True
         if not improved:
             break
