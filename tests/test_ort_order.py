@@ -72,9 +72,12 @@ def test_emulation_equals_profiled_order_on_built_graphs(name):
     assert len(ran) == sum(n.op_type != "Constant" for n in m.graph.node)  # every node ran, Constants never
 
 
-def _small(p: Path, limit: int = 16 << 20) -> bool:
-    """Corpus files small enough for a unit test (the .onnx plus its external data files)."""
-    return sum(f.stat().st_size for f in p.parent.glob(p.name + "*")) <= limit
+def _small(p: Path) -> bool:
+    """Corpus graphs cheap enough to run in a unit test: the tiny variants and the hand-built step.
+
+    Running the full-size ones (batch 32 at 224x224) takes minutes each on 2 cores; they are
+    checked by ``benchmarks/ort_order_check.py`` instead."""
+    return p.stem.endswith("_tiny") or p.stem == "mlp_sgd_handwritten"
 
 
 @pytest.mark.parametrize("path", [p for p in sorted(MODELS_DIR.glob("*.onnx")) if _small(p)], ids=lambda p: p.name)
