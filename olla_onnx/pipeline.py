@@ -18,6 +18,9 @@ from olla_onnx.plan import Plan, make_plan, save_plan
 
 Progress = Callable[[str, float], None]
 
+#: Seconds of order search by default: the median corpus model finishes well inside it.
+DEFAULT_TIME_LIMIT = 6.0
+
 
 @dataclass(frozen=True)
 class OptimizeResult:
@@ -72,7 +75,7 @@ class OptimizeResult:
 
 def optimize_model(
     loaded: LoadedModel,
-    time_limit: float = 10.0,
+    time_limit: float = DEFAULT_TIME_LIMIT,
     alignment: int = 64,
     place_time_limit: float | None = None,
     progress: Progress | None = None,

@@ -9,17 +9,19 @@ from typing import Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from olla_onnx.pipeline import DEFAULT_TIME_LIMIT
 from olla_onnx.commands.app import app, console, fail
 
 
 @app.command()
 def bench(
     models: Optional[list[Path]] = typer.Argument(None, help="Models to run (default: every models/*.onnx)."),
-    time_limit: float = typer.Option(10.0, "--time-limit", help="Order-search seconds per model."),
+    time_limit: float = typer.Option(DEFAULT_TIME_LIMIT, "--time-limit", help="Order-search seconds per model."),
     run: bool = typer.Option(True, "--run/--no-run", help="Also measure peaks in onnxruntime (default and planned)."),
     out_md: Path = typer.Option(Path("benchmarks/results/bench.md"), "--out-md", help="Markdown table to write."),
     out_json: Path = typer.Option(Path("benchmarks/results/bench.json"), "--out-json", help="JSON rows to write."),
     plots: Optional[Path] = typer.Option(None, "--plots", help="Also draw a PNG per model into this folder."),
+    run_limit_mib: int = typer.Option(2048, "--run-limit-mib", help="Measure in onnxruntime only models whose default peak is below this."),
 ) -> None:
     """Run inspect, optimize, place and run on every model; write one table."""
     from olla_onnx.bench import bench as run_bench
@@ -39,11 +41,12 @@ def bench(
         def progress(name: str, i: int) -> None:
             bar.update(task, description=name, completed=i)
 
-        rows = run_bench(paths, time_limit=time_limit, run=run, progress=progress, plot_dir=plots)
+        rows = run_bench(paths, time_limit=time_limit, run=run, progress=progress, plot_dir=plots, run_limit_bytes=run_limit_mib << 20)
         bar.update(task, completed=len(paths), description="done")
     table = markdown_table(rows)
     command = "olla-onnx bench " + " ".join(
-        [f"--time-limit {time_limit:g}"] + ([] if run else ["--no-run"]) + ([str(p) for p in models] if models else [])
+        [f"--time-limit {time_limit:g}", f"--run-limit-mib {run_limit_mib}"] + ([] if run else ["--no-run"])
+        + ([f"--plots {plots}"] if plots else []) + ([str(p) for p in models] if models else [])
     )
     out_md.parent.mkdir(parents=True, exist_ok=True)
     out_md.write_text(f"# olla-onnx bench\n\nCommand: `{command}`\n\nPeaks include resident bytes; MiB = 2^20 bytes.\n\n{table}")

@@ -9,6 +9,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from olla_onnx.pipeline import DEFAULT_TIME_LIMIT
 from olla_onnx.commands.app import app, console, fail, parse_dims, refuse_overwrite, write_report
 from olla_onnx.units import human_bytes
 
@@ -22,7 +23,7 @@ def optimize(
     model: Path = typer.Argument(..., help="An .onnx training graph or a networkx node-link .json graph."),
     out: Path = typer.Option(..., "-o", "--out", help="Where to write the reordered model (same format as MODEL)."),
     plan: Optional[Path] = typer.Option(None, "--plan", help="Also write the arena-offset plan (JSON) here."),
-    time_limit: float = typer.Option(10.0, "--time-limit", help="Seconds for the order search; the best order found by then is kept."),
+    time_limit: float = typer.Option(DEFAULT_TIME_LIMIT, "--time-limit", help="Seconds for the order search; the best order found by then is kept."),
     dim: Optional[list[str]] = typer.Option(None, "--dim", help="Pin a symbolic dimension: NAME=VALUE (repeatable)."),
     size_attr: str = typer.Option("size", "--size-attr", help="Node attribute holding output bytes (node-link JSON)."),
     alignment: int = typer.Option(64, "--alignment", help="Byte alignment of every offset in the plan (64 CPU, 256 CUDA)."),

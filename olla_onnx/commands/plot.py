@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from olla_onnx.pipeline import DEFAULT_TIME_LIMIT
 from olla_onnx.commands.app import app, console, fail, parse_dims, refuse_overwrite
 
 
@@ -15,7 +16,7 @@ def plot(
     model: Path = typer.Argument(..., help="An .onnx model or a networkx node-link .json graph."),
     out: Path = typer.Option(..., "-o", "--out", help="PNG file to write."),
     plan: Optional[Path] = typer.Option(None, "--plan", help="A plan from `optimize --plan`; without it, optimize first."),
-    time_limit: float = typer.Option(10.0, "--time-limit", help="Seconds for the order search when no plan is given."),
+    time_limit: float = typer.Option(DEFAULT_TIME_LIMIT, "--time-limit", help="Seconds for the order search when no plan is given."),
     dim: Optional[list[str]] = typer.Option(None, "--dim", help="Pin a symbolic dimension: NAME=VALUE (repeatable)."),
     size_attr: str = typer.Option("size", "--size-attr", help="Node attribute holding output bytes (node-link JSON)."),
 ) -> None:
