@@ -9,7 +9,7 @@ import numpy as np
 
 from olla_onnx.errors import OllaInputError
 from olla_onnx.place.greedy import best_greedy
-from olla_onnx.place.problem import Buffers, aligned_sizes, check_placement, load_profile, max_load
+from olla_onnx.place.problem import Buffers, aligned_sizes, check_placement, max_load
 from olla_onnx.place.search import search_placement
 
 #: Largest independent window (in buffers) handed to the exact search; above it
@@ -29,8 +29,8 @@ class Placement:
 
     ``arena_bytes`` is ``max(offset + aligned size)``; ``lower_bound`` the most
     (aligned) bytes alive at any moment; ``optimal`` is true only when no smaller
-    arena exists (arena equals the bound, or the exact search proved the arena
-    one byte... one alignment unit smaller infeasible); ``feasible`` is
+    arena exists (arena equals the bound, or the exact search proved every
+    arena one alignment unit smaller infeasible); ``feasible`` is
     ``arena_bytes <= capacity`` (true when no capacity was given).
     """
 

@@ -112,13 +112,11 @@ class _Solver:
         self.S = max(times.size - 1, 0)
         self.sz = sizes.astype(np.int64)
         # Overlap lists: i and j overlap iff lower_i < upper_j and lower_j < upper_i.
-        order = np.argsort(lower, kind="stable")
         self.nbrs: list[np.ndarray] = []
         for i in range(n):
             m = (lower < upper[i]) & (upper > lower[i])
             m[i] = False
             self.nbrs.append(np.flatnonzero(m))
-        del order
         total0 = np.zeros(self.S + 1, dtype=np.int64)
         np.add.at(total0, self.slo, self.sz)
         np.add.at(total0, self.shi, -self.sz)
