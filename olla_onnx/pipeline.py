@@ -121,7 +121,8 @@ def optimize_model(
     note("placing tensors in the arena", 0.9)
     t1 = time.perf_counter()
     buffers = buffers_from_lifetimes(best.lifetimes)
-    placement = place(buffers, alignment=alignment, time_limit=place_time_limit or max(1.0, time_limit))
+    # stop once within 0.1% of the max-load bound (the acceptance bar); "optimal" stays a proof
+    placement = place(buffers, alignment=alignment, time_limit=place_time_limit or max(1.0, time_limit), tolerance=0.001)
     offsets = {str(bid): int(off) for bid, off in zip(buffers.ids, placement.offsets)}
     plan = make_plan(graph, order, offsets, alignment)  # checked: no overlap, aligned, in the arena
     t_place = time.perf_counter() - t1
