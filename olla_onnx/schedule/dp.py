@@ -34,14 +34,16 @@ Pruning rules (each keeps the optimum):
 * Deferral dominance: a node ``v`` none of whose inputs can die in the window
   (resident, graph outputs, or read after the window: a transpose of a weight,
   a scaling of optimizer state, ``lr * new_state``), whose every output is
-  kept and read in the window, frees nothing wherever it runs. Moving it to just before its first consumer
-  ``c`` lowers every step in between by ``kept(v)``, and its new step holds at
-  most what ``c``'s step holds. So some best order runs every such node in a
-  block directly before its first consumer, and the DP expands ``v`` only when
-  some consumer in the window has all its other predecessors run or deferrable
-  too. (Without this rule the k weight transposes of a training graph
-  multiply the states by up to 2^k.) When ``v`` is the only predecessor of
-  its only reader ``c``, that block is ``v`` alone: ``v, c`` is one move.
+  kept, and that has a successor in the window, frees nothing wherever it
+  runs. Moving it to just before its first successor ``c`` lowers every step
+  in between by ``kept(v)``, and its new step holds at most what ``c``'s step
+  holds (its outputs, read at or after ``c``, are live there anyway). So
+  some best order runs every such node in a block directly before its first
+  successor, and the DP expands ``v`` only when some successor in the window
+  has all its other predecessors run or deferrable too. (Without this rule
+  the k weight transposes of a training graph multiply the states by up to
+  2^k.) When ``v`` is the only predecessor of its only successor ``c``, that
+  block is ``v`` alone: ``v, c`` is one move.
 * Beam (optional, not exact): with ``max_states`` per level, only the best
   states by (peak, live) are kept; the result is then marked truncated.
 """
@@ -85,7 +87,7 @@ class _Window:
     predmask: tuple[int, ...]
     succs: tuple[tuple[int, ...], ...]
     defer: int  # mask of deferrable nodes
-    outcons: tuple[int, ...]  # per node, mask of the window nodes reading its outputs
+    outcons: tuple[int, ...]  # per node, mask of its successors in the window
 
 
 def _build_window(problem: Problem, order: Sequence[int], a: int, b: int, floor: int) -> _Window:
@@ -139,10 +141,9 @@ def _build_window(problem: Problem, order: Sequence[int], a: int, b: int, floor:
     defer = 0
     outcons = [0] * m
     for i, v in enumerate(nodes):
-        for t in problem.outs[v]:
-            for c in problem.cons[t]:
-                if c in loc:
-                    outcons[i] |= 1 << loc[c]
+        for c in problem.succs[v]:  # successors, not only readers of kept tensors: zero-byte edges bind too
+            if c in loc:
+                outcons[i] |= 1 << loc[c]
         if not frees[i] and outcons[i] and keep[i] == outsz[i]:
             defer |= 1 << i
     predmask = []
@@ -246,7 +247,7 @@ def solve_window(
                 trans = lv + outsz[i]
                 if trans >= upper:
                     continue
-                if keep[i] <= freed and trans <= pk:
+                if keep[i] <= freed and trans <= pk and pair[i] < 0:  # a pair is not one free node
                     forced = (i, low, done, freed, trans)
                     break
                 cands.append((i, low, done, freed, trans))
