@@ -149,10 +149,13 @@ def load_manifest(models_dir: Path) -> dict:
 
 
 def save_manifest(models_dir: Path, manifest: dict) -> None:
+    """Write manifest.json and README.md (README also shows benchmarks/results/corpus_check_float64.json)."""
     manifest["regenerate_all"] = REGEN_ALL
     manifest["models"] = dict(sorted(manifest["models"].items()))
     (models_dir / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    (models_dir / "README.md").write_text(readme(manifest))
+    f64 = models_dir.resolve().parent / "benchmarks" / "results" / "corpus_check_float64.json"
+    f64_results = json.loads(f64.read_text())["results"] if f64.exists() else {}
+    (models_dir / "README.md").write_text(readme(manifest, f64_results))
 
 
 def environment() -> dict:
@@ -168,7 +171,22 @@ def _mib(b: int) -> str:
     return f"{b / 2**20:.1f} MiB"
 
 
-def readme(manifest: dict) -> str:
+def _f64_table(results: dict) -> str:
+    if not results:
+        return "(none run yet)"
+    rows = ["| file | onnxruntime vs PyTorch f32 | onnxruntime vs f64 | PyTorch f32 vs f64 | (state: ort/f64, torch/f64) |",
+            "|---|---|---|---|---|"]
+    for f, r in sorted(results.items()):
+        if "onnxruntime_vs_float64" not in r:
+            rows.append(f"| `{f}` | {r.get('error', 'no result')} | | | |")
+            continue
+        o, t = r["onnxruntime_vs_float64"], r["torch_float32_vs_float64"]
+        rows.append(f"| `{f}` | {r['max_param_rel_err']:.1e} | {o['max_param_rel_err']:.1e} | "
+                    f"{t['max_param_rel_err']:.1e} | {o['max_state_rel_err']:.1e}, {t['max_state_rel_err']:.1e} |")
+    return "\n".join(rows)
+
+
+def readme(manifest: dict, float64_results: dict | None = None) -> str:
     rows = []
     for name, r in manifest["models"].items():
         chk = r.get("check")
@@ -263,6 +281,23 @@ both float32 answers (onnxruntime's and PyTorch's) are from it
 ## Details
 
 {chr(10).join(details)}
+## Full-size checks that miss 1e-4: float32 itself is the limit there
+
+The deep batch-norm nets (ResNet-18/50, MobileNetV2) at full size do not meet
+1e-4 against PyTorch at this test point -- and neither does PyTorch float32
+against PyTorch float64. `nice python benchmarks/corpus_check.py --float64
+--only FILE` runs the step a third time in float64 (max relative error over
+updated parameters; last column: the updated optimizer state):
+
+{_f64_table(float64_results or {})}
+
+Where onnxruntime's float32 step is as far from the float64 step as
+PyTorch's own float32 step is, the disagreement is float32 rounding in a
+badly conditioned step (random-init deep batch-norm nets have exploding
+gradients, and with ~1e8 activations some ReLU inputs sit within rounding of
+zero), not a wrong graph. The tiny variants, where the same graph structure
+is well conditioned, pass (except the tiny ResNet-50 below).
+
 ## Known problem: the tiny ResNet-50 check
 
 `resnet50_tiny.onnx` (width 4, the full 3-4-6-3 bottleneck depth, 64x64
