@@ -132,8 +132,17 @@ def optimize_order(
         return best_peak <= lb or bool(proof)
 
     if not done():
+        # local search from several starts: the input order (an exporter's order is often a good
+        # basin), and the two best other orders; each gets an equal share of the phase
         note("moving nodes at the peak", 0.1)
-        offer("moves", improve_moves(problem, best, budget(0.35)))
+        others = sorted((kv for kv in starts_by_name.items() if kv[0] != "input order"), key=lambda kv: problem.peak(kv[1]))
+        starts = [starts_by_name["input order"]] + [o for _, o in others[:2]]
+        phase_end = budget(0.4)
+        for k, start in enumerate(starts):
+            if done():
+                break
+            now = time.perf_counter()
+            offer("moves", improve_moves(problem, start, now + (phase_end - now) / (len(starts) - k)))
     if not done():
         note("min-cut lower bound", 0.25)
         cut = min_cut_bound(problem, best, lb, budget(0.3))
@@ -143,15 +152,9 @@ def optimize_order(
         note("beam search", 0.35)
         offer("beam", beam_search(problem, best, beam_width, budget(0.15)))
     if not done():
-        note("moving nodes from other starts", 0.4)
-        starts = sorted(starts_by_name.items(), key=lambda kv: problem.peak(kv[1]))[:3]
-        for name, start in starts:
-            if time.perf_counter() > end or done():
-                break
-            offer("moves", improve_moves(problem, start, budget(0.1)))
-    if not done():
         note("exact search over down-sets", 0.45)
-        res = exact_order(problem, best, best_peak, budget(0.75), exact_states)
+        # wide graphs rarely finish: keep most of the time for the local search there
+        res = exact_order(problem, best, best_peak, budget(0.75 if problem.n <= 1000 else 0.2), exact_states)
         offer("dp", list(res.order) if res.order is not None else None)
         if res.exhaustive:
             proof = "dp"
@@ -162,7 +165,7 @@ def optimize_order(
         note("exact search, constants pinned", 0.6)
         rp, slack = relaxed
         upper_r = rp.peak(best)
-        res = exact_order(rp, best, upper_r, budget(0.6), exact_states)
+        res = exact_order(rp, best, upper_r, budget(0.6 if problem.n <= 1000 else 0.2), exact_states)
         offer("dp (constants pinned)", list(res.order) if res.order is not None else None)
         if res.exhaustive:
             opt_r = res.window_peak if res.order is not None else upper_r
@@ -184,8 +187,8 @@ def optimize_order(
     while not done() and time.perf_counter() < end:
         note("windows and moves around the peak", 0.9)
         before = best_peak
-        offer("windows", improve_windows(problem, best, budget(0.5)))
         offer("moves", improve_moves(problem, best, budget(0.5)))
+        offer("windows", improve_windows(problem, best, budget(0.5)))
         if best_peak == before and time.perf_counter() < end:
             offer("windows", improve_windows(problem, best, end, sizes=(24, 48, 96, 160), max_total=1_000_000))
             break
