@@ -15,7 +15,7 @@ from olla_onnx.commands.app import app, console, fail
 
 @app.command()
 def bench(
-    models: Optional[list[Path]] = typer.Argument(None, help="Models to run (default: every models/*.onnx)."),
+    models: Optional[list[Path]] = typer.Argument(None, help="Models to run (default: every full-size models/*.onnx, no *_tiny)."),
     time_limit: float = typer.Option(DEFAULT_TIME_LIMIT, "--time-limit", help="Order-search seconds per model."),
     run: bool = typer.Option(True, "--run/--no-run", help="Also measure peaks in onnxruntime (default and planned)."),
     out_md: Path = typer.Option(Path("benchmarks/results/bench.md"), "--out-md", help="Markdown table to write."),
@@ -27,9 +27,9 @@ def bench(
     from olla_onnx.bench import bench as run_bench
     from olla_onnx.bench import markdown_table
 
-    paths = sorted(models) if models else sorted(Path("models").glob("*.onnx"))
+    paths = list(models) if models else sorted(p for p in Path("models").glob("*.onnx") if not p.stem.endswith("_tiny"))
     if not paths:
-        fail("no models given and none found in models/*.onnx")
+        fail("no models given and none found in models/*.onnx (run from the repository root)")
     for p in paths:
         if not p.exists():
             fail(f"{p} does not exist")
