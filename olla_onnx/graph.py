@@ -287,3 +287,26 @@ def check_order(graph: Graph, order: Sequence[int]) -> None:
                 raise InvalidOrderError(
                     f"node {graph.nodes[v].name!r} runs before its input producer {graph.nodes[p].name!r}"
                 )
+
+
+def reachability(
+    preds: Sequence[Sequence[int]], succs: Sequence[Sequence[int]], order: Sequence[int]
+) -> tuple[list[int], list[int]]:
+    """Strict ancestors and descendants of every node as bitsets (Python ints, bit ``u`` = node ``u``).
+
+    ``order`` must be topological. Cost: O(n * E / 64) word operations.
+    """
+    n = len(preds)
+    anc = [0] * n
+    for v in order:
+        acc = 0
+        for p in preds[v]:
+            acc |= anc[p] | (1 << p)
+        anc[v] = acc
+    desc = [0] * n
+    for v in reversed(order):
+        acc = 0
+        for s in succs[v]:
+            acc |= desc[s] | (1 << s)
+        desc[v] = acc
+    return anc, desc

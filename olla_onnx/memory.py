@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from olla_onnx.graph import Graph, check_order
+from olla_onnx.graph import Graph, check_order, reachability
 
 
 @dataclass(frozen=True)
@@ -163,21 +163,7 @@ def per_node_bound(graph: Graph) -> LowerBound:
 
 def _reachability(graph: Graph) -> tuple[list[int], list[int]]:
     """Bitsets (Python ints, bit ``u`` = node ``u``): strict ancestors and descendants of each node."""
-    order = graph.topological_order()
-    n = graph.num_nodes
-    anc = [0] * n
-    for v in order:
-        acc = 0
-        for p in graph.preds[v]:
-            acc |= anc[p] | (1 << p)
-        anc[v] = acc
-    desc = [0] * n
-    for v in reversed(order):
-        acc = 0
-        for s in graph.succs[v]:
-            acc |= desc[s] | (1 << s)
-        desc[v] = acc
-    return anc, desc
+    return reachability(graph.preds, graph.succs, graph.topological_order())
 
 
 def forced_live_bytes(graph: Graph) -> np.ndarray:

@@ -31,6 +31,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from olla_onnx.runtime.feeds import random_feeds
+
 from olla_onnx.errors import OllaInputError
 from olla_onnx.runtime.allocator import ArenaAllocator, RecordingAllocator, plan_trace
 from olla_onnx.runtime.session import Session, new_allocators, open_session
@@ -78,36 +80,8 @@ class RunReport:
 
 
 def random_inputs(model, dims: Mapping[str, int] | None = None, seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded inputs for every graph input that is not an initializer.
-
-    Floats uniform in [0.1, 1); integers and booleans zero (a valid index,
-    label or mask for any size). A symbolic dimension needs a value in ``dims``.
-    """
-    from onnx.helper import tensor_dtype_to_np_dtype
-
-    rng = np.random.default_rng(seed)
-    inits = {t.name for t in model.graph.initializer}
-    feeds: dict[str, np.ndarray] = {}
-    for vi in model.graph.input:
-        if vi.name in inits:
-            continue
-        tt = vi.type.tensor_type
-        shape = []
-        for d in tt.shape.dim:
-            if d.HasField("dim_value"):
-                shape.append(int(d.dim_value))
-            elif d.dim_param and dims and d.dim_param in dims:
-                shape.append(int(dims[d.dim_param]))
-            else:
-                raise OllaInputError(
-                    f"input {vi.name!r} has an unknown dimension {d.dim_param or '?'!r}; pin it with --dim {d.dim_param or 'NAME'}=VALUE"
-                )
-        dtype = tensor_dtype_to_np_dtype(tt.elem_type)
-        if np.issubdtype(dtype, np.floating):
-            feeds[vi.name] = rng.uniform(0.1, 1.0, size=shape).astype(dtype)
-        else:
-            feeds[vi.name] = np.zeros(shape, dtype=dtype)
-    return feeds
+    """Seeded inputs (see :func:`olla_onnx.runtime.feeds.random_feeds`); a symbolic dimension needs ``dims``."""
+    return random_feeds(model, dims, seed)
 
 
 def compare_outputs(a: list[np.ndarray], b: list[np.ndarray]) -> tuple[bool, float]:

@@ -16,30 +16,14 @@ from typing import Any, Mapping
 import numpy as np
 import onnx
 
+from olla_onnx.runtime.feeds import random_feeds as _random_feeds
+
 _PREFIX = "__olla_node_"
 
 
 def random_feeds(model: onnx.ModelProto, dims: Mapping[str, int] | None = None, seed: int = 0) -> dict[str, np.ndarray]:
-    """Inputs for every graph input that is not an initializer: floats in [0.1, 1), integers 0, booleans False.
-
-    Symbolic dimensions take their value from ``dims`` (default 1).
-    """
-    from onnx.helper import tensor_dtype_to_np_dtype
-
-    rng = np.random.default_rng(seed)
-    inits = {t.name for t in model.graph.initializer}
-    feeds: dict[str, np.ndarray] = {}
-    for vi in model.graph.input:
-        if vi.name in inits:
-            continue
-        tt = vi.type.tensor_type
-        shape = [d.dim_value if d.HasField("dim_value") else (dims or {}).get(d.dim_param, 1) for d in tt.shape.dim]
-        dtype = tensor_dtype_to_np_dtype(tt.elem_type)
-        if np.issubdtype(dtype, np.floating):
-            feeds[vi.name] = rng.uniform(0.1, 1.0, size=shape).astype(dtype)
-        else:
-            feeds[vi.name] = np.zeros(shape, dtype=dtype)
-    return feeds
+    """Seeded inputs for profiling; symbolic dimensions default to 1 (see :mod:`olla_onnx.runtime.feeds`)."""
+    return _random_feeds(model, dims, seed, default_dim=1)
 
 
 def profiled_node_names(

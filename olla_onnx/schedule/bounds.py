@@ -38,6 +38,7 @@ from typing import Sequence
 
 import numpy as np
 
+from olla_onnx.graph import reachability
 from olla_onnx.schedule.reduce import Problem
 
 _I32 = 2**31 - 1
@@ -73,20 +74,7 @@ class _CutNetwork:
         total = sum(problem.size) + 1
         self.q = 1 if total < 2**29 else -(-total // 2**29)
         self.cap = [s // self.q for s in problem.size]
-        order = topo_order(problem)
-        anc = [0] * n
-        for v in order:
-            acc = 0
-            for p in problem.preds[v]:
-                acc |= anc[p] | (1 << p)
-            anc[v] = acc
-        desc = [0] * n
-        for v in reversed(order):
-            acc = 0
-            for w in problem.succs[v]:
-                acc |= desc[w] | (1 << w)
-            desc[v] = acc
-        self.anc, self.desc = anc, desc
+        self.anc, self.desc = reachability(problem.preds, problem.succs, topo_order(problem))
 
     def min_cut(self, problem: Problem, v: int) -> int:
         import scipy.sparse as sp

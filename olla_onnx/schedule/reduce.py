@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from olla_onnx.graph import Graph
+from olla_onnx.graph import Graph, reachability
 
 
 @dataclass(frozen=True, eq=False)
@@ -147,19 +147,7 @@ def windows(problem: Problem) -> tuple[np.ndarray, np.ndarray]:
     topological order. Cost: O(n * E / 64) with bitsets.
     """
     n = problem.n
-    order = topo_order(problem)
-    anc = [0] * n
-    for v in order:
-        acc = 0
-        for p in problem.preds[v]:
-            acc |= anc[p] | (1 << p)
-        anc[v] = acc
-    desc = [0] * n
-    for v in reversed(order):
-        acc = 0
-        for s in problem.succs[v]:
-            acc |= desc[s] | (1 << s)
-        desc[v] = acc
+    anc, desc = reachability(problem.preds, problem.succs, topo_order(problem))
     asap = np.array([a.bit_count() for a in anc], dtype=np.int64)
     alap = np.array([n - 1 - d.bit_count() for d in desc], dtype=np.int64)
     return asap, alap
