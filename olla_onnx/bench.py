@@ -125,7 +125,7 @@ def _equal(r: dict[str, Any]) -> str:
         return r.get("run_error", "")
     if r["outputs_equal"]:
         return "equal"
-    return f"max rel. diff {r.get('max_rel_diff') or 0:.1e}"
+    return f"differ by {r.get('max_rel_diff') or 0:.1e} (normwise)"
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
