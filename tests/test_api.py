@@ -1,0 +1,27 @@
+"""The top-level library API: one import, values returned, every order checked by the simulator."""
+
+from pathlib import Path
+
+import olla_onnx
+from olla_onnx import load_graph, optimize_model, simulate
+from olla_onnx.plan import check_plan
+
+MODEL = Path(__file__).resolve().parents[1] / "models" / "mlp_tiny.onnx"
+
+
+def test_public_names_resolve():
+    for name in olla_onnx.__all__:
+        assert getattr(olla_onnx, name) is not None
+
+
+def test_optimize_model_returns_checked_values():
+    loaded = load_graph(MODEL)
+    res = optimize_model(loaded, time_limit=1.0)
+    assert simulate(loaded.graph, list(res.order)).peak == res.peak_optimized
+    assert res.lower_bound <= res.peak_optimized <= min(res.peak_input_order, res.peak_ort_default)
+    check_plan(res.plan, loaded.graph)
+    assert res.arena_bytes >= res.peak_optimized - res.resident_bytes
+    report = res.report()
+    for key in ("nodes", "resident_bytes", "peak_input_order", "peak_ort_default", "peak_optimized",
+                "lower_bound", "optimal", "arena_bytes", "seconds"):
+        assert key in report
