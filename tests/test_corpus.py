@@ -128,6 +128,9 @@ def test_graph_from_onnxruntime_training_goes_through_the_frontend():
     assert len(graph.nodes) == len(model.graph.node) == 17
     grad = graph.tensors["fc0.weight_grad"]
     assert grad.size == 128 * 64 * 4
+    # parameters are recognised by their gradient's name (onnxruntime-training's `<name>_grad`)
+    assert graph.tensors["fc0.weight"].kind.value == "parameter"
+    assert grad.kind.value == "gradient"
 
 
 @pytest.mark.parametrize("fname", [f for f in ("gpt2_tiny.onnx", "gpt2.onnx") if f in ALL])

@@ -34,7 +34,9 @@ Tensor kinds, first rule that applies wins:
    ``state.*`` -> optimizer_state, ``batch.*`` and ``step`` -> input.
 2. Graph outputs -> output; outputs of Constant nodes -> constant.
 3. A name containing ``grad`` (any case) -> gradient.
-4. Other resident tensors: graph inputs -> input. Initializers -> constant
+4. Other resident tensors: a graph input with a tensor named after it plus
+   ``_grad`` (onnxruntime-training's convention) -> parameter; other graph
+   inputs -> input. Initializers -> constant
    when the graph names its parameters ``param.*`` (the corpus); otherwise an
    initializer of a floating type with more than one element -> parameter,
    others -> constant.
@@ -530,6 +532,7 @@ def _kinds(
     every = list(resident) + list(produced_by)
     training = any(n.startswith(_TRAINING_PREFIXES) or "grad" in n.lower() for n in chain(every, outputs))
     named_params = any(n.startswith("param.") for n in resident)
+    has_grad = {n[: -len("_grad")] for n in every if n.endswith("_grad")}
 
     forward: set[int] = set()
     loss = "loss" if "loss" in produced_by else next((o for o in outputs if o in produced_by), None)
@@ -557,6 +560,8 @@ def _kinds(
         elif name in inits:
             big_float = elem.get(name) in _FLOAT_TYPES and sizes[name] * 8 > ELEMENT_BITS.get(elem.get(name, 0), 8)
             k = TensorKind.PARAMETER if big_float and not named_params else TensorKind.CONSTANT
+        elif name in has_grad:
+            k = TensorKind.PARAMETER
         else:
             k = TensorKind.INPUT
         kinds[name] = k
