@@ -226,20 +226,7 @@ class Graph:
         order = list(range(self.num_nodes))
         if is_topological(self, order):
             return order
-        import heapq
-
-        indeg = [len(p) for p in self.preds]
-        heap = [i for i, d in enumerate(indeg) if d == 0]
-        heapq.heapify(heap)
-        out: list[int] = []
-        while heap:
-            v = heapq.heappop(heap)
-            out.append(v)
-            for w in self.succs[v]:
-                indeg[w] -= 1
-                if indeg[w] == 0:
-                    heapq.heappush(heap, w)
-        return out
+        return kahn_order(self.preds, self.succs)
 
     def sizes(self) -> np.ndarray:
         """Sizes of all tensors as int64, in the order of ``list(self.tensors)``."""
@@ -310,3 +297,21 @@ def reachability(
             acc |= desc[s] | (1 << s)
         desc[v] = acc
     return anc, desc
+
+
+def kahn_order(preds: Sequence[Sequence[int]], succs: Sequence[Sequence[int]]) -> list[int]:
+    """A topological order by Kahn's algorithm, the smallest ready index first. O((n + E) log n)."""
+    import heapq
+
+    indeg = [len(p) for p in preds]
+    heap = [v for v, d in enumerate(indeg) if d == 0]
+    heapq.heapify(heap)
+    out: list[int] = []
+    while heap:
+        v = heapq.heappop(heap)
+        out.append(v)
+        for w in succs[v]:
+            indeg[w] -= 1
+            if indeg[w] == 0:
+                heapq.heappush(heap, w)
+    return out

@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from olla_onnx.graph import Graph, reachability
+from olla_onnx.graph import Graph, kahn_order, reachability
 
 
 @dataclass(frozen=True, eq=False)
@@ -155,20 +155,7 @@ def windows(problem: Problem) -> tuple[np.ndarray, np.ndarray]:
 
 def topo_order(problem: Problem) -> list[int]:
     """A topological order (Kahn, smallest index first)."""
-    import heapq
-
-    indeg = [len(p) for p in problem.preds]
-    heap = [v for v in range(problem.n) if indeg[v] == 0]
-    heapq.heapify(heap)
-    out = []
-    while heap:
-        v = heapq.heappop(heap)
-        out.append(v)
-        for w in problem.succs[v]:
-            indeg[w] -= 1
-            if indeg[w] == 0:
-                heapq.heappush(heap, w)
-    return out
+    return kahn_order(problem.preds, problem.succs)
 
 
 def pin_constants(problem: Problem, budget: int) -> tuple[Problem, int] | None:
