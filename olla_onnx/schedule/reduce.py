@@ -63,8 +63,8 @@ class Problem:
         """A live total of the scaled problem in the graph's bytes (resident included)."""
         return self.base + self.scale * int(scaled)
 
-    def peak(self, order: Sequence[int]) -> int:
-        """Scaled peak of ``order`` (assumed topological; resident excluded). O(n + E)."""
+    def _deltas(self, order: Sequence[int]) -> list[int]:
+        """Per step, scaled bytes born minus bytes that died after the previous step. O(n + E)."""
         n = self.n
         pos = [0] * n
         for s, v in enumerate(order):
@@ -80,30 +80,20 @@ class Problem:
                 e = s
             delta[s] += sz
             delta[e + 1] -= sz
+        return delta
+
+    def peak(self, order: Sequence[int]) -> int:
+        """Scaled peak of ``order`` (assumed topological; resident excluded). O(n + E)."""
         best = cur = 0
-        for s in range(n):
-            cur += delta[s]
+        for d in self._deltas(order)[: self.n]:
+            cur += d
             if cur > best:
                 best = cur
         return best
 
     def live_per_step(self, order: Sequence[int]) -> np.ndarray:
         """Scaled live bytes at every step of ``order`` (resident excluded)."""
-        n = self.n
-        pos = np.empty(n, dtype=np.int64)
-        pos[np.asarray(order, dtype=np.int64)] = np.arange(n)
-        delta = np.zeros(n + 1, dtype=np.int64)
-        for t, sz in enumerate(self.size):
-            s = pos[self.prod[t]]
-            if self.persist[t]:
-                e = n - 1
-            elif self.cons[t]:
-                e = max(pos[c] for c in self.cons[t])
-            else:
-                e = s
-            delta[s] += sz
-            delta[e + 1] -= sz
-        return np.cumsum(delta[:n])
+        return np.cumsum(np.asarray(self._deltas(order)[: self.n], dtype=np.int64))
 
 
 def reduce_graph(graph: Graph) -> Problem:
