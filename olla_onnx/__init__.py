@@ -5,7 +5,7 @@ The library API (the CLI is a thin layer over it)::
     from olla_onnx import load_graph, optimize_model, simulate
     loaded = load_graph("models/mlp_tiny.onnx")
     result = optimize_model(loaded)          # order, plan, peaks, bound, proof flag
-    simulate(loaded.graph, list(result.order)).peak == result.peak_optimized
+    simulate(result.graph, list(result.order)).peak == result.peak_optimized  # in-place updates applied
 
 Imports are lazy so that ``olla-onnx --help`` starts fast.
 """

@@ -2,6 +2,12 @@
 
 ``optimize_model`` never writes files and never prints; :func:`write_outputs`
 writes the reordered model and the plan, refusing to overwrite the input.
+
+In-place updates (:mod:`olla_onnx.inplace`, on by default): the order search,
+the bound and the placement run on the graph in which each safe updated
+parameter/state output lives in its input's buffer (and the input's other
+readers run before the update). The plan records the pairs; ``olla-onnx run``
+makes onnxruntime write those outputs into the input buffers (IO binding).
 """
 
 from __future__ import annotations
@@ -9,11 +15,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from olla_onnx.errors import OllaInputError
 from olla_onnx.frontends import LoadedModel
-from olla_onnx.memory import simulate
+from olla_onnx.graph import Graph, Tensor, check_order
+from olla_onnx.inplace import InplacePair, InplaceSearch, Refusal, apply_inplace, find_inplace_pairs, is_order_token, respected_pairs
+from olla_onnx.memory import Lifetimes, lower_bound as memory_lower_bound, simulate
 from olla_onnx.plan import Plan, make_plan, save_plan
 
 Progress = Callable[[str, float], None]
@@ -42,6 +50,15 @@ class OptimizeResult:
     order_seconds: float
     place_seconds: float
     details: dict[str, Any] = field(default_factory=dict)
+    inplace: tuple[InplacePair, ...] = ()
+    inplace_refused: tuple[Refusal, ...] = ()
+    peak_optimized_without_inplace: int | None = None
+    graph: Graph | None = field(default=None, repr=False)  # the graph ``order`` and ``plan`` are for: the input's, ``inplace`` applied
+
+    @property
+    def inplace_bytes(self) -> int:
+        """Bytes of the outputs written into their inputs' buffers."""
+        return sum(p.bytes for p in self.inplace)
 
     @property
     def fragmentation(self) -> float:
@@ -69,6 +86,12 @@ class OptimizeResult:
         }
         if self.peak_ort_default is not None:
             out["peak_ort_default"] = self.peak_ort_default
+        out["inplace_pairs"] = len(self.inplace)
+        out["inplace_bytes"] = self.inplace_bytes
+        out["inplace_refused"] = len(self.inplace_refused)
+        out["peak_optimized_without_inplace"] = (
+            self.peak_optimized if self.peak_optimized_without_inplace is None else self.peak_optimized_without_inplace
+        )
         out.update(self.details)
         return out
 
@@ -79,21 +102,40 @@ def optimize_model(
     alignment: int = 64,
     place_time_limit: float | None = None,
     progress: Progress | None = None,
+    *,
+    inplace: bool = True,
+    inplace_pairs: Sequence[tuple[str, str]] = (),
 ) -> OptimizeResult:
     """Find a low-peak order and a fragmentation-free arena plan for ``loaded``.
 
-    Guarantees: the order is validated by the simulator; the plan by
-    :func:`olla_onnx.plan.check_plan` (no overlaps, aligned, inside the arena);
-    ``peak_optimized`` is never above the input order's or onnxruntime's
-    default order's peak; ``optimal`` is True only with a proof.
+    With ``inplace`` (the default), safe in-place updates are found
+    (:func:`olla_onnx.inplace.find_inplace_pairs`; ``inplace_pairs`` adds
+    explicit ``(input, output)`` pairs, an unsafe one being an
+    :class:`OllaInputError`) and the search runs on the graph with them applied.
+
+    Guarantees: the order is validated by the simulator on the graph it is
+    for (``result.graph``); the plan by :func:`olla_onnx.plan.check_plan` (no
+    overlaps, aligned, inside the arena); ``peak_optimized`` is never above the
+    input order's or onnxruntime's default order's peak (each stock order is
+    also tried with the pairs it keeps safe); ``lower_bound`` holds for every
+    order of ``result.graph`` (all pairs in place; when a stock order won with
+    fewer pairs, for every order with any of them in place); ``optimal`` is
+    True only with a proof.
+    ``peak_optimized_without_inplace`` is the plan's order simulated on the
+    graph without aliasing (no separate search).
     """
     from olla_onnx.place import buffers_from_lifetimes, place
     from olla_onnx.schedule import optimize_order
     from olla_onnx.schedule.ort_default import ort_default_order, written_order_as_run
 
+    if inplace_pairs and not inplace:
+        raise OllaInputError("explicit in-place pairs were given with in-place updates turned off")
     t0 = time.perf_counter()
     graph = loaded.graph
     note = progress or (lambda msg, frac: None)
+    note("finding in-place updates", 0.0)
+    found = find_pairs(loaded, inplace_pairs) if inplace else InplaceSearch((), ())
+    work = apply_inplace(graph, found.pairs)
     note("simulating the stock orders", 0.0)
     input_order = graph.topological_order()
     peak_input = simulate(graph, input_order).peak
@@ -104,32 +146,49 @@ def optimize_model(
         peak_ort = simulate(graph, ort).peak
         stock["ort_default"] = ort
 
-    sched = optimize_order(graph, time_limit=time_limit, progress=progress)
-    order = list(sched.order)
-    best = simulate(graph, order)  # the referee, whatever the scheduler claims
-    for name, o in stock.items():  # never worse than what the user already had
-        p = simulate(graph, o).peak
-        if p < best.peak:
-            order, best = o, simulate(graph, o)
+    sched = optimize_order(work, time_limit=time_limit, progress=progress)
+    graphs = {found.pairs: work}
+
+    def aliased(pairs: tuple[InplacePair, ...]) -> Graph:
+        if pairs not in graphs:
+            graphs[pairs] = apply_inplace(graph, pairs)
+        return graphs[pairs]
+
+    order, used = list(sched.order), found.pairs
+    best = simulate(work, order)  # the referee, whatever the scheduler claims
+    for name, o in stock.items():  # never worse than what the user already had, with the pairs it allows
+        keep = respected_pairs(graph, found.pairs, o)
+        sim = simulate(aliased(keep), o)
+        if sim.peak < best.peak:
+            order, used, best = o, keep, sim
+    chosen = aliased(used)
     if loaded.format == "onnx":
         # onnxruntime (ORT_DISABLE_ALL + PRIORITY_BASED) runs ready Shape/Size and Constant nodes
         # early; write the order it will really run, so that the simulator and onnxruntime agree.
+        # (Pairs never have such a producer, and moving a reader earlier keeps it before the update.)
         order = written_order_as_run(graph, order)
-        best = simulate(graph, order)
+        check_order(chosen, order)
+        best = simulate(chosen, order)
     t_order = time.perf_counter() - t0
 
     note("placing tensors in the arena", 0.9)
     t1 = time.perf_counter()
-    buffers = buffers_from_lifetimes(best.lifetimes)
+    buffers = buffers_from_lifetimes(_without_tokens(best.lifetimes))
     # stop once within 0.1% of the max-load bound (the acceptance bar); "optimal" stays a proof
     placement = place(buffers, alignment=alignment, time_limit=place_time_limit or max(1.0, time_limit), tolerance=0.001)
     offsets = {str(bid): int(off) for bid, off in zip(buffers.ids, placement.offsets)}
-    plan = make_plan(graph, order, offsets, alignment)  # checked: no overlap, aligned, in the arena
+    plan = make_plan(graph, order, offsets, alignment, inplace=used)  # checked: no overlap, aligned, in the arena
     t_place = time.perf_counter() - t1
     note("done", 1.0)
 
     lb = max(int(sched.lower_bound), 0)
-    optimal = bool(sched.optimal and best.peak == sched.peak) or best.peak <= lb
+    proven = bool(sched.optimal and best.peak == sched.peak)
+    if used != found.pairs:
+        # a stock order kept only some pairs: the search's bound (all pairs in place) need not hold
+        # for it; every order with any subset in place is an order of the relaxation below
+        lb = min(lb, memory_lower_bound(_relaxed(graph, found.pairs)).value)
+        proven = False
+    optimal = proven or best.peak <= lb
     return OptimizeResult(
         order=tuple(order),
         plan=plan,
@@ -146,7 +205,52 @@ def optimize_model(
         seconds=time.perf_counter() - t0,
         order_seconds=t_order,
         place_seconds=t_place,
+        inplace=used,
+        inplace_refused=found.refused,
+        peak_optimized_without_inplace=simulate(graph, order).peak,
+        graph=chosen,
     )
+
+
+def find_pairs(loaded: LoadedModel, explicit: Sequence[tuple[str, str]] = ()) -> InplaceSearch:
+    """:func:`~olla_onnx.inplace.find_inplace_pairs` with what the model file tells: for ONNX, only
+    graph inputs the caller feeds (not initializers) and equal element type and shape."""
+    feedable, signatures = None, None
+    if loaded.format == "onnx" and loaded.model is not None:
+        feedable, signatures = _onnx_io(loaded.model)
+    return find_inplace_pairs(loaded.graph, explicit, feedable=feedable, signatures=signatures)
+
+
+def _onnx_io(model: Any) -> tuple[set[str], dict[str, tuple]]:
+    """Names of the graph inputs that are not initializers; (element type, dims) of inputs and outputs
+    whose type the file declares (a symbolic dimension compares by its name)."""
+    inits = {t.name for t in model.graph.initializer}
+    feedable = {vi.name for vi in model.graph.input if vi.name not in inits}
+    signatures: dict[str, tuple] = {}
+    for vi in (*model.graph.input, *model.graph.output):
+        tt = vi.type.tensor_type
+        if vi.type.HasField("tensor_type") and tt.elem_type and tt.HasField("shape"):
+            dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim)
+            signatures[vi.name] = (int(tt.elem_type), dims)
+    return feedable, signatures
+
+
+def _without_tokens(lt: Lifetimes) -> Lifetimes:
+    """``lt`` less the zero-byte order tokens of :mod:`olla_onnx.inplace` (they are not buffers)."""
+    keep = [i for i, n in enumerate(lt.names) if not is_order_token(n)]
+    if len(keep) == len(lt.names):
+        return lt
+    return Lifetimes(tuple(lt.names[i] for i in keep), lt.sizes[keep], lt.start[keep], lt.end[keep])
+
+
+def _relaxed(graph: Graph, pairs: Sequence[InplacePair]) -> Graph:
+    """``graph`` with the paired outputs at 0 bytes and no order tokens: its orders include every
+    order of ``graph`` with any subset of ``pairs`` in place, at a peak no higher."""
+    tensors = dict(graph.tensors)
+    for p in pairs:
+        t = tensors[p.output]
+        tensors[p.output] = Tensor(t.name, 0, t.kind)
+    return Graph(graph.nodes, tensors, graph.outputs, graph.name)
 
 
 def write_outputs(loaded: LoadedModel, result: OptimizeResult, out: Path, plan_path: Path | None) -> None:

@@ -1,19 +1,26 @@
 """The arena plan: a versioned JSON file binding a node order and buffer offsets to one model.
 
-Format (version 1)::
+Format (version 2; version 1 is version 2 without ``inplace``, and still loads)::
 
     {
-      "format": "olla-onnx-plan", "version": 1,
+      "format": "olla-onnx-plan", "version": 2,
       "model": {"name": str, "graph_sha256": str, "nodes": int, "tensors": int},
       "order": [node name, ...],            # execution order
       "alignment": int,                     # every offset is a multiple of it
       "arena_bytes": int,                   # max(offset + size)
       "resident_bytes": int,                # outside the arena (inputs, parameters, state)
       "buffers": [{"tensor": str, "size": int, "offset": int,
-                   "start": int, "end": int}, ...]   # live on steps start..end inclusive
+                   "start": int, "end": int}, ...],  # live on steps start..end inclusive
+      "inplace": [{"input": str, "output": str, "bytes": int}, ...]
     }
 
-``graph_sha256`` is a structural hash of the graph (nodes, tensors and sizes,
+``inplace`` lists the outputs written into their input's buffer
+(:mod:`olla_onnx.inplace`): the order, lifetimes and buffers are those of the
+graph with these pairs applied (each paired output is a 0-byte buffer; the
+zero-byte order tokens are not listed), and loading re-applies them to the
+model, so a pair that does not fit (or is unsafe in) the model is refused.
+
+``graph_sha256`` is a structural hash of the model's graph (without the pairs) (nodes, tensors and sizes,
 outputs), independent of node order, so one plan serves the input file and its
 reordered copy alike. :func:`load_plan` refuses a plan for another model, a
 corrupt or truncated file, and overlapping or misaligned buffers, each with a
@@ -30,12 +37,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from olla_onnx.errors import PlanError
+from olla_onnx.errors import GraphError, PlanError
 from olla_onnx.graph import Graph
+from olla_onnx.inplace import InplacePair, apply_inplace, is_order_token
 from olla_onnx.memory import lifetimes
 
 PLAN_FORMAT = "olla-onnx-plan"
-PLAN_VERSION = 1
+PLAN_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,7 @@ class Plan:
     buffers: tuple[PlannedBuffer, ...]
     num_nodes: int = 0
     num_tensors: int = 0
+    inplace: tuple[InplacePair, ...] = ()
 
     def order_indices(self, graph: Graph) -> list[int]:
         """The plan's order as node indices of ``graph``."""
@@ -85,6 +95,7 @@ class Plan:
                 {"tensor": b.tensor, "size": b.size, "offset": b.offset, "start": b.start, "end": b.end}
                 for b in self.buffers
             ],
+            "inplace": [{"input": p.input, "output": p.output, "bytes": p.bytes} for p in self.inplace],
         }
 
 
@@ -99,12 +110,19 @@ def graph_sha256(graph: Graph) -> str:
     return h.hexdigest()
 
 
-def make_plan(graph: Graph, order: Sequence[int], offsets: dict[str, int], alignment: int) -> Plan:
-    """Bind ``order`` and per-tensor ``offsets`` to ``graph``, checked by :func:`check_plan`."""
-    lt = lifetimes(graph, order)
+def make_plan(
+    graph: Graph, order: Sequence[int], offsets: dict[str, int], alignment: int, inplace: Sequence[InplacePair] = ()
+) -> Plan:
+    """Bind ``order`` and per-tensor ``offsets`` to ``graph``, checked by :func:`check_plan`.
+
+    With ``inplace`` pairs, ``order`` and ``offsets`` are for ``apply_inplace(graph, inplace)``.
+    """
+    lt = lifetimes(_aliased(graph, inplace), order)
     buffers = []
     arena = 0
     for i, name in enumerate(lt.names):
+        if is_order_token(name):
+            continue
         if name not in offsets:
             raise PlanError(f"no offset for tensor {name!r}")
         size = int(lt.sizes[i])
@@ -121,9 +139,20 @@ def make_plan(graph: Graph, order: Sequence[int], offsets: dict[str, int], align
         buffers=tuple(buffers),
         num_nodes=graph.num_nodes,
         num_tensors=len(graph.tensors),
+        inplace=tuple(inplace),
     )
     check_plan(plan, graph)
     return plan
+
+
+def _aliased(graph: Graph, pairs: Sequence[InplacePair]) -> Graph:
+    """The graph a plan with ``pairs`` is for; a pair that does not fit ``graph`` is a :class:`PlanError`."""
+    if not pairs:
+        return graph
+    try:
+        return apply_inplace(graph, pairs)
+    except GraphError as exc:
+        raise PlanError(f"the plan's in-place pairs do not fit the model: {exc}") from None
 
 
 def check_buffers(buffers: Sequence[PlannedBuffer], arena_bytes: int, alignment: int = 1) -> None:
@@ -161,12 +190,15 @@ def check_buffers(buffers: Sequence[PlannedBuffer], arena_bytes: int, alignment:
 def check_plan(plan: Plan, graph: Graph) -> None:
     """Raise :class:`PlanError` unless ``plan`` belongs to ``graph`` and is a valid layout of it.
 
-    Checks: same structural hash; the order is topological (the simulator's
-    check); every non-resident tensor has exactly one buffer with its size
-    and its lifetime under that order; no overlaps; alignment; arena bound.
+    Checks: same structural hash; the in-place pairs fit the model and are
+    safe there; the order is topological on the graph with the pairs applied
+    (so it runs every other reader of a paired input before the update); every
+    non-resident tensor has exactly one buffer with its size and its lifetime
+    under that order; no overlaps; alignment; arena bound.
     """
     if plan.graph_sha256 != graph_sha256(graph):
         raise PlanError(f"the plan is for another model (model {plan.model_name!r}, hash {plan.graph_sha256[:12]}...), not {graph.name!r}")
+    graph = _aliased(graph, plan.inplace)
     try:
         order = plan.order_indices(graph)
     except Exception as exc:
@@ -178,14 +210,17 @@ def check_plan(plan: Plan, graph: Graph) -> None:
     by_name = {b.tensor: b for b in plan.buffers}
     if len(by_name) != len(plan.buffers):
         raise PlanError("the plan lists a tensor twice")
+    names = [n for n in lt.names if not is_order_token(n)]
     for i, name in enumerate(lt.names):
+        if is_order_token(name):
+            continue
         b = by_name.get(name)
         if b is None:
             raise PlanError(f"the plan has no buffer for tensor {name!r}")
         if b.size != int(lt.sizes[i]) or b.start != int(lt.start[i]) or b.end != int(lt.end[i]):
             raise PlanError(f"the plan's buffer for {name!r} does not match the model (size or lifetime differs)")
-    if len(by_name) != len(lt.names):
-        extra = sorted(set(by_name) - set(lt.names))[:3]
+    if len(by_name) != len(names):
+        extra = sorted(set(by_name) - set(names))[:3]
         raise PlanError(f"the plan has buffers for tensors the model does not produce: {extra}")
     check_buffers(plan.buffers, plan.arena_bytes, plan.alignment)
 
@@ -216,8 +251,8 @@ def load_plan(path: Path, graph: Graph | None = None) -> Plan:
     try:
         if raw.get("format") != PLAN_FORMAT:
             raise PlanError(f"{path} is not an olla-onnx plan (format {raw.get('format')!r})")
-        if raw.get("version") != PLAN_VERSION:
-            raise PlanError(f"{path}: plan version {raw.get('version')!r} is not supported (expected {PLAN_VERSION})")
+        if raw.get("version") not in READABLE_VERSIONS:
+            raise PlanError(f"{path}: plan version {raw.get('version')!r} is not supported (expected one of {READABLE_VERSIONS})")
         model = raw["model"]
         plan = Plan(
             model_name=str(model["name"]),
@@ -232,6 +267,9 @@ def load_plan(path: Path, graph: Graph | None = None) -> Plan:
             ),
             num_nodes=int(model.get("nodes", 0)),
             num_tensors=int(model.get("tensors", 0)),
+            inplace=tuple(
+                InplacePair(str(p["input"]), str(p["output"]), int(p["bytes"])) for p in raw.get("inplace", [])
+            ) if raw["version"] >= 2 else (),
         )
     except PlanError:
         raise

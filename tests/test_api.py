@@ -17,7 +17,10 @@ def test_public_names_resolve():
 def test_optimize_model_returns_checked_values():
     loaded = load_graph(MODEL)
     res = optimize_model(loaded, time_limit=1.0)
-    assert simulate(loaded.graph, list(res.order)).peak == res.peak_optimized
+    # the plan's graph: the model's, with the in-place updates it found applied
+    assert simulate(res.graph, list(res.order)).peak == res.peak_optimized
+    assert simulate(loaded.graph, list(res.order)).peak == res.peak_optimized_without_inplace
+    assert res.inplace and res.peak_optimized < res.peak_optimized_without_inplace
     assert res.lower_bound <= res.peak_optimized <= min(res.peak_input_order, res.peak_ort_default)
     check_plan(res.plan, loaded.graph)
     assert res.arena_bytes >= res.peak_optimized - res.resident_bytes

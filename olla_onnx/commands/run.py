@@ -19,6 +19,7 @@ def run(
     provider: str = typer.Option("cpu", "--provider", help="cpu or cuda (cuda needs onnxruntime-gpu)."),
     dim: Optional[list[str]] = typer.Option(None, "--dim", help="Pin a symbolic dimension: NAME=VALUE (repeatable)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random inputs."),
+    no_inplace: bool = typer.Option(False, "--no-inplace", help="Run the plan's order without writing its in-place outputs into their inputs."),
     report_json: Optional[Path] = typer.Option(None, "--report-json", help="Write the figures as one JSON object."),
 ) -> None:
     """Run MODEL in onnxruntime twice — default options, and nodes in order with every tensor in one planned
@@ -28,7 +29,7 @@ def run(
     if provider not in ("cpu", "cuda"):
         fail(f"--provider {provider!r}: choose cpu or cuda")
     with console.status(f"running {model.name} in onnxruntime ({provider}) ..."):
-        r = run_model(model, plan, provider=provider, dims=parse_dims(dim), seed=seed)
+        r = run_model(model, plan, provider=provider, dims=parse_dims(dim), seed=seed, inplace=not no_inplace)
 
     t = Table(title=f"{model.name} on {provider}: peak bytes held while onnxruntime ran")
     t.add_column("session")
@@ -52,6 +53,14 @@ def run(
         console.print("[yellow]onnxruntime's request sequence changed between two recorded runs")
     same = "equal" if r.outputs_equal else f"differ (max abs diff {r.max_abs_diff:.3g}, max relative diff {r.max_rel_diff:.2g})"
     console.print(f"outputs vs the default session: {same}")
+    if r.inplace_pairs:
+        console.print(
+            f"in place: {r.inplace_pairs} output(s), {human_bytes(r.inplace_bytes)}, written into their inputs' buffers (IO binding)"
+        )
+        if r.inplace_equals_plain:
+            console.print("outputs vs the same order without in-place: bitwise equal")
+        else:
+            console.print(f"[bold red]outputs vs the same order without in-place: DIFFERENT (max abs diff {r.inplace_max_abs_diff:.3g}; please report this)")
     if r.planned_equals_unplanned:
         console.print("outputs vs the same session without the arena: bitwise equal")
     else:

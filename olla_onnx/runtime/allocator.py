@@ -158,16 +158,21 @@ class _Recorder:
         self.ident: list[int] = []
         self.size: list[int] = []
         self._next = 0
+        self.paused = False  # ids still count up, nothing is kept (a long replay must not grow the process)
 
     def alloc(self, size: int) -> int:
         i = self._next
         self._next += 1
+        if self.paused:
+            return i
         self.kind.append(True)
         self.ident.append(i)
         self.size.append(size)
         return i
 
     def free(self, ident: int, size: int) -> None:
+        if self.paused:
+            return
         self.kind.append(False)
         self.ident.append(ident)
         self.size.append(size)
@@ -399,6 +404,7 @@ class ArenaAllocator:
         self._aligned = [round_up(s, plan.alignment) for s in self._sizes]
         keep = plan.in_arena if plan.in_arena is not None else np.ones(len(self._sizes), dtype=bool)
         self._in_arena = [bool(k) for k in keep]
+        self.log.paused = True  # replay needs no trace
         self.reset_peak()
 
     def begin_run(self) -> None:

@@ -18,7 +18,11 @@ same session served from the heap (bitwise): the allocator's own check.
 graph optimizations (fusions) may change the rounding of float results.
 
 A plan file is validated against the model (:func:`olla_onnx.plan.load_plan`)
-before anything runs.
+before anything runs. When the plan has in-place pairs (:mod:`olla_onnx.inplace`),
+the planned session writes each paired output into its input's buffer
+(IO binding, :class:`~olla_onnx.runtime.session.InplaceBinding`); its outputs
+are then also compared bitwise with one run of the plain planned session
+(same order, no binding): ``inplace_equals_plain``.
 """
 
 from __future__ import annotations
@@ -66,6 +70,10 @@ class RunReport:
     predicted_peak_bytes: int | None
     prediction_error: float | None
     seconds: float
+    inplace_pairs: int = 0
+    inplace_bytes: int = 0
+    inplace_equals_plain: bool | None = None
+    inplace_max_abs_diff: float | None = None
 
     @property
     def ratio(self) -> float:
@@ -165,8 +173,12 @@ def open_planned(
     provider: str = "cpu",
     time_limit: float = 5.0,
     mem_reuse: bool | None = None,
+    inplace: Mapping[str, str] | None = None,
 ) -> tuple[Session, dict[str, Any]]:
     """A planned session, recorded and switched to replay: the next run is served from the arena.
+
+    ``inplace`` (output -> input) makes it an IO-binding session whose paired
+    outputs are written into their inputs' buffers (see the module docstring).
 
     ``mem_reuse`` sets onnxruntime's own buffer reuse in the planned session;
     ``None`` records both ways and keeps the session whose arena plus
@@ -177,7 +189,7 @@ def open_planned(
     if mem_reuse is None:
         best = None
         for reuse in (False, True):
-            s, info = open_planned(model_bytes, feeds, provider, time_limit, reuse)
+            s, info = open_planned(model_bytes, feeds, provider, time_limit, reuse, inplace)
             held = info["arena_bytes"] + info["resident_bytes"]
             if best is None or held < best[2]:
                 if best is not None:
@@ -187,7 +199,7 @@ def open_planned(
                 s.close()
         return best[0], best[1]
     host, device = new_allocators("planned", provider)
-    s = open_session(model_bytes, "planned", host, device, provider, mem_reuse)
+    s = open_session(model_bytes, "planned", host, device, provider, mem_reuse, inplace)
     arena: ArenaAllocator = s.measured  # type: ignore[assignment]
     try:
         s.run(feeds)  # warm-up: lazy one-time allocations happen here
@@ -215,10 +227,15 @@ def open_planned(
 
 
 def measure_planned(
-    model_bytes: bytes, feeds: Mapping[str, np.ndarray], provider: str = "cpu", time_limit: float = 5.0, mem_reuse: bool | None = None
+    model_bytes: bytes,
+    feeds: Mapping[str, np.ndarray],
+    provider: str = "cpu",
+    time_limit: float = 5.0,
+    mem_reuse: bool | None = None,
+    inplace: Mapping[str, str] | None = None,
 ) -> PlannedMeasurement:
     """Record, plan, then measure one run served from the planned arena."""
-    s, info = open_planned(model_bytes, feeds, provider, time_limit, mem_reuse)
+    s, info = open_planned(model_bytes, feeds, provider, time_limit, mem_reuse, inplace)
     try:
         arena: ArenaAllocator = s.measured  # type: ignore[assignment]
         resident = arena.heap_in_use
@@ -280,14 +297,19 @@ def run_model(
     dims: Mapping[str, int] | None = None,
     seed: int = 0,
     time_limit: float = 5.0,
+    inplace: bool = True,
 ) -> RunReport:
     """Run ``model_path`` in onnxruntime's default session and in the planned session; measure both.
 
+    The planned session writes the plan's in-place pairs into their inputs'
+    buffers unless ``inplace`` is False (then the plan's order runs plainly).
     The prediction is the simulator's: the plan's arena plus its resident
-    bytes when a plan is given, else the memory model's peak of the file's
+    bytes when a plan is given (the plan's order simulated without the pairs
+    when they are turned off), else the memory model's peak of the file's
     order. ``prediction_error`` compares it with the planned peak plus the
     input bytes (inputs are resident in the model; onnxruntime reads them in
-    place from the caller's arrays, so no allocator sees them).
+    place from the caller's arrays, or from the in-place session's own input
+    buffers, so no allocator sees them).
     """
     from olla_onnx.runtime.session import check_provider
 
@@ -296,16 +318,24 @@ def run_model(
     model, graph, plan, source = load_model_for_run(Path(model_path), plan_path, dims)
     feeds = random_inputs(model, dims, seed)
     data = model.SerializeToString()
+    pairs = {p.output: p.input for p in plan.inplace} if plan is not None and inplace else {}
     default = measure_default(data, feeds, provider)
-    planned = measure_planned(data, feeds, provider, time_limit)
+    planned = measure_planned(data, feeds, provider, time_limit, inplace=pairs)
     gc.collect()
+    plain_equal, plain_diff = None, None
+    if pairs:
+        plain_equal, plain_diff = compare_outputs(planned.outputs, run_plain_planned(data, feeds, provider))
     equal, diff = compare_outputs(default.outputs, planned.outputs)
     rel = relative_diff(default.outputs, planned.outputs)
     same_session_equal, _ = compare_outputs(planned.recorded_outputs, planned.outputs)
     input_bytes = int(sum(a.nbytes for a in feeds.values()))
     predicted = None
-    if plan is not None:
+    if plan is not None and (pairs or not plan.inplace):
         predicted = plan.arena_bytes + plan.resident_bytes
+    elif plan is not None and graph is not None:
+        from olla_onnx.memory import simulate
+
+        predicted = simulate(graph, plan.order_indices(graph)).peak
     elif graph is not None:
         from olla_onnx.memory import simulate
 
@@ -338,4 +368,18 @@ def run_model(
         predicted_peak_bytes=predicted,
         prediction_error=err,
         seconds=time.perf_counter() - t0,
+        inplace_pairs=len(pairs),
+        inplace_bytes=sum(p.bytes for p in plan.inplace) if pairs else 0,
+        inplace_equals_plain=plain_equal,
+        inplace_max_abs_diff=plain_diff,
     )
+
+
+def run_plain_planned(model_bytes: bytes, feeds: Mapping[str, np.ndarray], provider: str = "cpu") -> list[np.ndarray]:
+    """The outputs of one run of a plain planned session (file order, no IO binding, heap-served)."""
+    host, device = new_allocators("default", provider)
+    s = open_session(model_bytes, "planned", host, device, provider)
+    try:
+        return s.run(feeds)
+    finally:
+        s.close()
