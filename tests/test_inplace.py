@@ -1,0 +1,445 @@
+"""In-place updates: pairs, safety, the transformed graph against aliased semantics, plans, onnxruntime."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dags import all_topological_orders
+from olla_onnx.errors import GraphError, OllaInputError, PlanError
+from olla_onnx.graph import Graph, Node, Tensor, TensorKind, check_order, is_topological
+from olla_onnx.inplace import (
+    InplacePair,
+    apply_inplace,
+    candidate_inputs,
+    find_inplace_pairs,
+    is_order_token,
+    parse_pair,
+    respected_pairs,
+)
+from olla_onnx.memory import simulate
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+# ---------------------------------------------------------------- random training-like graphs
+
+
+@st.composite
+def update_graphs(draw, max_nodes: int = 7, max_params: int = 2) -> Graph:
+    """A random DAG with resident ``param.k`` inputs and ``param_out.k`` outputs of the same size.
+
+    Nodes read random earlier tensors (parameters included); each ``param_out.k``
+    is produced by a random node, an element-wise ``Sub`` or an opaque op, that
+    may or may not read ``param.k``; some parameters are read through a Reshape.
+    """
+    k = draw(st.integers(1, max_params))
+    tensors = [Tensor(f"param.{j}", draw(st.integers(1, 40)), TensorKind.PARAMETER) for j in range(k)]
+    available = [t.name for t in tensors]
+    nodes: list[Node] = []
+    n = draw(st.integers(k, max_nodes))
+    update_at = draw(st.lists(st.integers(0, n - 1), min_size=k, max_size=k, unique=True))
+    for i in range(n):
+        ins = draw(st.lists(st.sampled_from(available), max_size=3))
+        if i in update_at:
+            j = update_at.index(i)
+            if draw(st.booleans()):
+                ins = [f"param.{j}"] + ins
+            op = draw(st.sampled_from(["Sub", "MatMul"]))
+            out = Tensor(f"param_out.{j}", tensors[j].size)
+        else:
+            op = "Reshape" if ins and ins[0].startswith("param.") and draw(st.booleans()) else "op"
+            out = Tensor(f"t{i}", draw(st.integers(0, 60)))
+        nodes.append(Node(f"n{i}", op, tuple(ins), (out.name,)))
+        tensors.append(out)
+        available.append(out.name)
+    outputs = [f"param_out.{j}" for j in range(k)]
+    extra = [t.name for t in tensors if t.name.startswith("t")]
+    outputs += draw(st.lists(st.sampled_from(extra), max_size=1)) if extra else []
+    return Graph.build(nodes, tensors, outputs)
+
+
+def _views(g: Graph, name: str) -> set[str]:
+    out, todo = {name}, [name]
+    while todo:
+        t = todo.pop()
+        for c in g.consumers[t]:
+            node = g.nodes[c]
+            if node.op_type == "Reshape" and node.inputs[0] == t:
+                out.update(node.outputs)
+                todo.extend(node.outputs)
+    return out
+
+
+def aliasing_is_safe(g: Graph, pairs, order) -> bool:
+    """Aliased semantics written plainly: no reader of an input (or a view of it) after the update."""
+    pos = {v: s for s, v in enumerate(order)}
+    for p in pairs:
+        prod = g.producer[p.output]
+        for t in _views(g, p.input):
+            for c in g.consumers[t]:
+                if c != prod and pos[c] > pos[prod]:
+                    return False
+    return True
+
+
+def aliased_peak(g: Graph, pairs, order) -> int:
+    """The memory model with each paired output stored in its input's (resident) buffer: it adds no bytes."""
+    free = {p.output for p in pairs}
+    n = len(order)
+    step = {v: s for s, v in enumerate(order)}
+    resident = sum(g.tensors[t].size for t in g.resident)
+    best = resident
+    for s in range(n):
+        live = resident
+        for name, p in g.producer.items():
+            last = n - 1 if name in g.outputs else max((step[c] for c in g.consumers[name]), default=step[p])
+            if step[p] <= s <= last and name not in free:
+                live += g.tensors[name].size
+        best = max(best, live)
+    return best
+
+
+@settings(max_examples=60, deadline=None)
+@given(update_graphs())
+def test_transformed_graph_is_exactly_the_aliased_problem(g):
+    """Brute force: the orders of the transformed graph are the safe orders of the original, each at its
+    aliased peak; so its optimum (the scheduler's proven one) is the aliased optimum."""
+    from olla_onnx.schedule import optimize_order
+
+    pairs = find_inplace_pairs(g).pairs
+    t = apply_inplace(g, pairs)
+    assert [n.name for n in t.nodes] == [n.name for n in g.nodes]
+    orders_t = {tuple(o) for o in all_topological_orders(t)}
+    safe = {tuple(o) for o in all_topological_orders(g) if aliasing_is_safe(g, pairs, o)}
+    assert orders_t == safe
+    for o in orders_t:
+        assert simulate(t, o).peak == aliased_peak(g, pairs, o)
+    res = optimize_order(t, time_limit=5.0)
+    assert res.optimal and res.peak == min(aliased_peak(g, pairs, o) for o in safe)
+
+
+@settings(max_examples=60, deadline=None)
+@given(update_graphs(max_nodes=25, max_params=4), st.randoms(use_true_random=False))
+def test_every_order_of_the_transformed_graph_is_valid_and_safe(g, rnd):
+    search = find_inplace_pairs(g)
+    t = apply_inplace(g, search.pairs)
+    for p in search.pairs:  # the rules the pass promises
+        prod = g.nodes[g.producer[p.output]]
+        assert p.bytes == g.tensors[p.input].size == g.tensors[p.output].size > 0
+        assert p.input not in prod.inputs or prod.op_type == "Sub"
+    for _ in range(20):  # random Kahn orders of the transformed graph
+        indeg = [len(x) for x in t.preds]
+        ready = [v for v in range(t.num_nodes) if indeg[v] == 0]
+        order = []
+        while ready:
+            v = ready.pop(rnd.randrange(len(ready)))
+            order.append(v)
+            for w in t.succs[v]:
+                indeg[w] -= 1
+                if indeg[w] == 0:
+                    ready.append(w)
+        check_order(g, order)
+        assert aliasing_is_safe(g, search.pairs, order)
+        assert respected_pairs(g, search.pairs, order) == search.pairs
+    # a pair is refused only for a reason its rules name
+    for r in search.refused:
+        assert r.reason
+
+
+# ---------------------------------------------------------------- refusals
+
+
+def _g(nodes, sizes, outputs, resident=("param.w",)):
+    tensors = [Tensor(n, sizes.get(n, 8), TensorKind.PARAMETER) for n in resident]
+    tensors += [Tensor(o, sizes.get(o, 8)) for n in nodes for o in n.outputs]
+    return Graph.build(nodes, tensors, outputs)
+
+
+def test_a_reader_that_depends_on_the_update_is_refused():
+    # b reads the old weight but needs the updated one first: no order can alias
+    g = _g([Node("u", "Sub", ("param.w",), ("param_out.w",)), Node("b", "op", ("param.w", "param_out.w"), ("y",))], {}, ["param_out.w", "y"])
+    s = find_inplace_pairs(g)
+    assert not s.pairs and "depends on its producer" in s.refused[0].reason
+
+
+def test_a_producer_reading_the_input_must_be_elementwise():
+    g = _g([Node("u", "MatMul", ("param.w",), ("param_out.w",))], {}, ["param_out.w"])
+    assert "not element-wise" in find_inplace_pairs(g).refused[0].reason
+    g = _g([Node("u", "Mul", ("param.w",), ("param_out.w",))], {}, ["param_out.w"])
+    assert len(find_inplace_pairs(g).pairs) == 1
+    g = _g([Node("u", "MatMul", ("x",), ("param_out.w",)), Node("x", "op", (), ("x",))][::-1], {}, ["param_out.w"])
+    assert len(find_inplace_pairs(g).pairs) == 1  # does not read the input: any op may write it
+
+
+def test_views_of_the_input_count_as_the_input():
+    nodes = [
+        Node("v", "Reshape", ("param.w",), ("w2d",)),
+        Node("u", "Sub", ("param.w",), ("param_out.w",)),
+        Node("late", "op", ("w2d", "param_out.w"), ("y",)),
+    ]
+    assert "depends on its producer" in find_inplace_pairs(_g(nodes, {}, ["param_out.w", "y"])).refused[0].reason
+    nodes = [Node("v", "Reshape", ("param.w",), ("w2d",)), Node("u", "Sub", ("w2d",), ("param_out.w",))]
+    assert "reads a view" in find_inplace_pairs(_g(nodes, {}, ["param_out.w"])).refused[0].reason
+    nodes = [Node("v", "Identity", ("param.w",), ("w_id",)), Node("u", "Neg", ("w_id",), ("param_out.w",))]
+    assert "graph output" in find_inplace_pairs(_g(nodes, {}, ["param_out.w", "w_id"])).refused[0].reason
+
+
+def test_sizes_signatures_producers_and_inputs():
+    g = _g([Node("u", "Sub", ("param.w",), ("param_out.w",))], {"param_out.w": 16}, ["param_out.w"])
+    assert "sizes differ" in find_inplace_pairs(g).refused[0].reason
+    g = _g([Node("u", "Sub", ("param.w",), ("param_out.w",))], {}, ["param_out.w"])
+    sig = {"param.w": (1, (2,)), "param_out.w": (1, (1, 2))}
+    assert "shape differ" in find_inplace_pairs(g, signatures=sig).refused[0].reason
+    assert "caller feeds" in find_inplace_pairs(g, feedable=()).refused[0].reason
+    g = _g([Node("u", "Constant", (), ("param_out.w",))], {}, ["param_out.w"])
+    assert "Constant" in find_inplace_pairs(g).refused[0].reason
+    g = _g([Node("u", "Sub", ("param.w",), ("param_out.w",))], {}, ["param_out.w", "param.w"])
+    assert "graph output" in find_inplace_pairs(g).refused[0].reason
+    g = _g([Node("u", "Sub", ("param.w",), ("param_out.w",))], {"param.w": 0, "param_out.w": 0}, ["param_out.w"])
+    assert "zero bytes" in find_inplace_pairs(g).refused[0].reason
+
+
+def test_tokens_of_all_pairs_together_never_close_a_cycle():
+    # each pair alone is safe, both together are not: a reads param.a after... b's update, and vice versa
+    nodes = [
+        Node("ua", "Sub", ("param.a",), ("param_out.a",)),
+        Node("ub", "Sub", ("param.b",), ("param_out.b",)),
+        Node("ra", "op", ("param.a", "param_out.b"), ("x",)),  # reads a, after b's update
+        Node("rb", "op", ("param.b", "param_out.a"), ("y",)),  # reads b, after a's update
+    ]
+    g = _g(nodes, {}, ["param_out.a", "param_out.b", "x", "y"], resident=("param.a", "param.b"))
+    s = find_inplace_pairs(g)
+    assert len(s.pairs) == 1 and len(s.refused) == 1
+    t = apply_inplace(g, s.pairs)  # acyclic (Graph validates)
+    with pytest.raises(GraphError, match="does not fit"):
+        apply_inplace(g, s.pairs + (InplacePair(s.refused[0].input, s.refused[0].output, 8),))
+    assert is_topological(t, t.topological_order())
+
+
+def test_explicit_pairs_and_naming_rules():
+    g = _g([Node("u", "Sub", ("param.w",), ("new_w",))], {}, ["new_w"])
+    assert not find_inplace_pairs(g).pairs  # no rule pairs these names
+    s = find_inplace_pairs(g, [("param.w", "new_w")])
+    assert s.pairs == (InplacePair("param.w", "new_w", 8),)
+    with pytest.raises(OllaInputError, match="no tensor 'nope'"):
+        find_inplace_pairs(g, [("nope", "new_w")])
+    g2 = _g([Node("u", "MatMul", ("param.w",), ("new_w",))], {}, ["new_w"])
+    with pytest.raises(OllaInputError, match="not safe in place"):
+        find_inplace_pairs(g2, [("param.w", "new_w")])
+    with pytest.raises(OllaInputError, match="INPUT=OUTPUT"):
+        parse_pair("param.w")
+    assert parse_pair(" a = b ") == ("a", "b")
+    assert candidate_inputs("param_out.layers.0.weight")[0] == "param.layers.0.weight"
+    assert candidate_inputs("state_out.m.x")[0] == "state.m.x"
+    assert candidate_inputs("W0_new") == ["W0"]
+    assert "fc.weight" in candidate_inputs("fc.weight.out")
+
+
+def test_tokens_are_zero_byte_ir_only_tensors():
+    nodes = [Node("f", "op", ("param.w",), ("a",)), Node("u", "Sub", ("param.w", "a"), ("param_out.w",)),
+             Node("b", "op", ("param.w",), ("c",))]
+    g = _g(nodes, {"a": 4, "c": 4}, ["param_out.w", "c"])
+    t = apply_inplace(g, find_inplace_pairs(g).pairs)
+    tokens = [n for n in t.tensors if is_order_token(n)]
+    assert tokens and all(t.tensors[n].size == 0 for n in tokens)
+    assert t.tensors["param_out.w"].size == 0 and t.resident_bytes == g.resident_bytes
+    assert t.preds[t.index_of("u")] == (0, 2)  # b must run before the update now
+    with pytest.raises(GraphError, match="reserved"):
+        apply_inplace(t, (InplacePair("param.w", "param_out.w", 8),))
+
+
+# ---------------------------------------------------------------- plans
+
+
+def _small_plan(tmp_path):
+    from olla_onnx.plan import make_plan
+
+    nodes = [Node("f", "op", ("param.w",), ("a",)), Node("u", "Sub", ("param.w", "a"), ("param_out.w",)),
+             Node("b", "op", ("param.w",), ("c",))]
+    g = _g(nodes, {"a": 4, "c": 4}, ["param_out.w", "c"])
+    pairs = find_inplace_pairs(g).pairs
+    order = [0, 2, 1]
+    plan = make_plan(g, order, {"a": 0, "c": 64, "param_out.w": 0}, 64, inplace=pairs)
+    return g, plan
+
+
+def test_plan_with_pairs_round_trips_and_leaves_tokens_out(tmp_path):
+    from olla_onnx.plan import load_plan, save_plan
+
+    g, plan = _small_plan(tmp_path)
+    path = tmp_path / "plan.json"
+    save_plan(plan, path)
+    raw = json.loads(path.read_text())
+    assert raw["version"] == 2 and raw["inplace"] == [{"input": "param.w", "output": "param_out.w", "bytes": 8}]
+    assert not any(is_order_token(b["tensor"]) for b in raw["buffers"])
+    assert {b["tensor"]: b["size"] for b in raw["buffers"]}["param_out.w"] == 0
+    assert load_plan(path, g) == plan
+
+
+def test_version_1_plans_still_load(tmp_path):
+    from olla_onnx.plan import load_plan, make_plan, save_plan
+
+    g = Graph.build([Node("a", "X", (), ("t",))], [Tensor("t", 8)], ["t"])
+    plan = make_plan(g, [0], {"t": 0}, 64)
+    path = tmp_path / "plan.json"
+    save_plan(plan, path)
+    raw = json.loads(path.read_text())
+    raw["version"] = 1
+    del raw["inplace"]
+    path.write_text(json.dumps(raw))
+    assert load_plan(path, g) == plan
+
+
+@pytest.mark.parametrize("defect", ["unknown_pair", "unsafe_order", "wrong_bytes"])
+def test_plans_with_bad_pairs_are_refused(tmp_path, defect):
+    from olla_onnx.plan import load_plan, save_plan
+
+    g, plan = _small_plan(tmp_path)
+    path = tmp_path / "plan.json"
+    save_plan(plan, path)
+    raw = json.loads(path.read_text())
+    if defect == "unknown_pair":
+        raw["inplace"][0]["output"] = "c"
+    elif defect == "unsafe_order":
+        raw["order"] = ["f", "u", "b"]  # b reads param.w after the update overwrote it
+    else:
+        raw["inplace"][0]["bytes"] = 4
+    path.write_text(json.dumps(raw))
+    with pytest.raises(PlanError):
+        load_plan(path, g)
+
+
+# ---------------------------------------------------------------- the pipeline on a corpus model
+
+
+def test_optimize_uses_inplace_and_writes_no_token(tmp_path):
+    from olla_onnx.frontends import load_graph
+    from olla_onnx.pipeline import optimize_model, write_outputs
+    from olla_onnx.plan import load_plan
+
+    loaded = load_graph(MODELS / "mlp_sgd_handwritten.onnx")
+    res = optimize_model(loaded, time_limit=2.0)
+    plain = optimize_model(loaded, time_limit=2.0, inplace=False)
+    assert len(res.inplace) == 16 and res.inplace_bytes == sum(p.bytes for p in res.inplace) > 0
+    assert not plain.inplace and plain.peak_optimized == plain.peak_optimized_without_inplace
+    assert simulate(res.graph, list(res.order)).peak == res.peak_optimized
+    assert res.lower_bound <= res.peak_optimized <= min(res.peak_input_order, res.peak_ort_default)
+    # in place removes the updated parameters and state from the peak (here, all of them)
+    assert res.peak_optimized <= plain.peak_optimized - res.inplace_bytes // 2
+    rep = res.report()
+    assert rep["inplace_pairs"] == 16 and rep["inplace_bytes"] == res.inplace_bytes
+    assert rep["peak_optimized_without_inplace"] == simulate(loaded.graph, list(res.order)).peak
+    out, plan = tmp_path / "o.onnx", tmp_path / "p.json"
+    write_outputs(loaded, res, out, plan)
+    written = onnx.load(out)
+    names = {t for n in written.graph.node for t in (*n.input, *n.output)}
+    assert not any(is_order_token(t) for t in names)
+    assert sorted(n.name for n in written.graph.node) == sorted(n.name for n in loaded.model.graph.node)
+    assert load_plan(plan, loaded.graph).inplace == res.inplace
+
+
+def test_cli_optimize_reports_pairs_and_refuses_bad_ones(tmp_path):
+    from typer.testing import CliRunner
+
+    import olla_onnx.commands.optimize  # noqa: F401
+    from olla_onnx.commands.app import app
+
+    model = MODELS / "mlp_tiny.onnx"
+    rep = tmp_path / "r.json"
+    res = CliRunner().invoke(app, ["optimize", str(model), "-o", str(tmp_path / "o.onnx"), "--time-limit", "0.5",
+                                   "--report-json", str(rep)])
+    assert res.exit_code == 0, res.output
+    assert "in place: 12 updated tensor(s)" in res.output
+    r = json.loads(rep.read_text())
+    assert r["inplace_pairs"] == 12 and r["peak_optimized"] <= r["peak_optimized_without_inplace"]
+    res = CliRunner().invoke(app, ["optimize", str(model), "-o", str(tmp_path / "o.onnx"), "--no-inplace",
+                                   "--time-limit", "0.5", "--report-json", str(rep)])
+    assert res.exit_code == 0 and json.loads(rep.read_text())["inplace_pairs"] == 0
+    proc = subprocess.run([sys.executable, "-m", "olla_onnx", "optimize", str(model), "-o", str(tmp_path / "x.onnx"),
+                           "--inplace", "param.nope=loss"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "no tensor 'param.nope'" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------- onnxruntime
+
+
+@pytest.mark.parametrize("name", ["mlp_tiny", "mlp_sgd_handwritten"])
+def test_inplace_run_equals_the_plain_planned_run(tmp_path, name):
+    from olla_onnx.frontends import load_graph
+    from olla_onnx.pipeline import optimize_model, write_outputs
+    from olla_onnx.runtime.measure import run_model
+
+    loaded = load_graph(MODELS / f"{name}.onnx")
+    res = optimize_model(loaded, time_limit=1.0)
+    out, plan = tmp_path / "o.onnx", tmp_path / "p.json"
+    write_outputs(loaded, res, out, plan)
+    r = run_model(out, plan)
+    assert r.inplace_pairs == len(res.inplace) > 0
+    assert r.inplace_equals_plain and r.inplace_max_abs_diff == 0.0
+    assert r.planned_equals_unplanned and r.fallbacks == 0
+    assert r.prediction_error is not None and abs(r.prediction_error) <= 0.02
+    off = run_model(out, plan, inplace=False)
+    assert off.inplace_pairs == 0 and off.inplace_equals_plain is None
+    # onnxruntime allocates nothing for the updated tensors: the measured peak drops
+    assert r.peak_planned_bytes < off.peak_planned_bytes
+
+
+def test_inplace_session_leaves_the_callers_arrays_alone_and_loops_without_copies():
+    from olla_onnx.runtime.examples import feedback_pairs, mlp_parameters, mlp_training_model
+    from olla_onnx.runtime.loop import train_loop
+    from olla_onnx.runtime.measure import open_planned, random_inputs
+    from olla_onnx.runtime.session import new_allocators, open_session
+
+    widths = (64, 128, 96, 32)
+    model = mlp_training_model(batch=16, widths=widths, lr=0.05)
+    data = model.SerializeToString()
+    feeds = random_inputs(model)
+    feeds.update(mlp_parameters(widths))
+    before = {k: v.copy() for k, v in feeds.items()}
+    pairs = feedback_pairs(model)
+    host, _ = new_allocators("default", "cpu")
+    d = open_session(data, "default", host)
+    try:
+        ref = train_loop(d, feeds, pairs, 100)
+    finally:
+        d.close()
+    s, info = open_planned(data, feeds, inplace=pairs)
+    try:
+        assert s.inplace == pairs
+        got = train_loop(s, feeds, pairs, 100)
+        stats = s.measured.stats()
+        with pytest.raises(ValueError, match="in place"):
+            train_loop(s, feeds, {}, 1)
+    finally:
+        s.close()
+    assert all(np.array_equal(before[k], feeds[k]) for k in feeds)
+    assert stats.fallbacks == 0 and stats.planned_allocs == 100 * info["allocs_per_run"] > 0
+    for a, b in zip(ref.outputs, got.outputs):
+        assert np.array_equal(a, b)
+    assert got.rss_growth() < 1 << 20
+
+
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" not in ort.get_available_providers(), reason="needs onnxruntime-gpu and a CUDA device"
+)
+def test_cuda_inplace_run(tmp_path):
+    from olla_onnx.frontends import load_graph
+    from olla_onnx.pipeline import optimize_model, write_outputs
+    from olla_onnx.runtime.measure import run_model
+
+    loaded = load_graph(MODELS / "mlp_sgd_handwritten.onnx")
+    res = optimize_model(loaded, time_limit=1.0, alignment=256)
+    out, plan = tmp_path / "o.onnx", tmp_path / "p.json"
+    write_outputs(loaded, res, out, plan)
+    r = run_model(out, plan, provider="cuda")
+    assert r.inplace_pairs > 0 and r.inplace_equals_plain and r.fallbacks == 0
