@@ -3,6 +3,12 @@
 Every figure in a row comes from the same code the commands use; nothing is
 copied from elsewhere. Rows are plain dicts so they go to JSON and markdown
 alike.
+
+Each model is optimized twice: *order only* (``--no-inplace``: the order
+search and plan as before) and *order + in-place* (the default of `optimize`:
+updated parameters and optimizer state written into their inputs' buffers,
+:mod:`olla_onnx.inplace`). The table shows both side by side; the plots and the
+order-only columns come from the first, the in-place columns from the second.
 """
 
 from __future__ import annotations
@@ -22,16 +28,19 @@ def bench_model(
     dims: dict[str, int] | None = None,
     plot_dir: Path | None = None,
     run_limit_bytes: int = 2 << 30,
+    inplace: bool = True,
 ) -> dict[str, Any]:
-    """One row: sizes, stock-order peaks, optimized peak, bound, arena, times, measured peaks.
+    """One row: sizes, stock-order peaks, optimized peak, bound, arena, times, measured peaks;
+    with ``inplace``, the same for order + in-place updates (keys ending in ``_inplace``).
 
-    With ``plot_dir``, also draws ``<plot_dir>/<model>.png`` from the same result."""
+    With ``plot_dir``, also draws ``<plot_dir>/<model>.png`` from the order-only result."""
     from olla_onnx.frontends import load_graph
     from olla_onnx.pipeline import optimize_model
 
     t0 = time.perf_counter()
     loaded = load_graph(path, dims=dims)
-    res = optimize_model(loaded, time_limit=time_limit)
+    res = optimize_model(loaded, time_limit=time_limit, inplace=False)
+    ipr = optimize_model(loaded, time_limit=time_limit) if inplace else None
     row: dict[str, Any] = {
         "model": path.stem,
         "nodes": res.nodes,
@@ -54,6 +63,19 @@ def bench_model(
     row["transient_saving_vs_ort"] = (
         (transient_base - (res.peak_optimized - res.resident_bytes)) / transient_base if transient_base > 0 else 0.0
     )
+    if ipr is not None:
+        row.update({
+            "inplace_pairs": len(ipr.inplace),
+            "inplace_bytes": ipr.inplace_bytes,
+            "peak_inplace": ipr.peak_optimized,
+            "lower_bound_inplace": ipr.lower_bound,
+            "optimal_inplace": ipr.optimal,
+            "arena_bytes_inplace": ipr.arena_bytes,
+            "order_seconds_inplace": round(ipr.order_seconds, 2),
+            "transient_saving_vs_ort_inplace": (
+                (transient_base - (ipr.peak_optimized - ipr.resident_bytes)) / transient_base if transient_base > 0 else 0.0
+            ),
+        })
     if plot_dir is not None:
         _draw(loaded, res, plot_dir / f"{path.stem}.png")
     if run and loaded.format == "onnx":
@@ -61,6 +83,11 @@ def bench_model(
             row["run_error"] = f"not run: predicted peak above {run_limit_bytes / MiB:,.0f} MiB (--run-limit-mib)"
         else:
             row.update(_measure(loaded, res))
+            if ipr is not None and ipr.inplace:
+                m = _measure(loaded, ipr)
+                plain_keys = ("inplace_equals_plain", "inplace_max_abs_diff")
+                row.update({f"{k}_inplace": v for k, v in m.items() if k != "peak_ort_default_bytes" and k not in plain_keys})
+                row.update({k: m[k] for k in plain_keys if k in m})
     row["wall_seconds"] = round(time.perf_counter() - t0, 2)
     return row
 
@@ -93,7 +120,11 @@ def _measure(loaded, res) -> dict[str, Any]:
         return {"run_error": f"{type(exc).__name__}: {exc}"}
     keys = ("peak_ort_default_bytes", "peak_planned_bytes", "outputs_equal", "max_abs_diff", "max_rel_diff",
             "fallbacks", "prediction_error", "planned_equals_unplanned")
-    return {k: m.get(k) for k in keys}
+    out = {k: m.get(k) for k in keys}
+    if m.get("inplace_pairs"):
+        out["inplace_equals_plain"] = m.get("inplace_equals_plain")
+        out["inplace_max_abs_diff"] = m.get("inplace_max_abs_diff")
+    return out
 
 
 def bench(
@@ -103,6 +134,7 @@ def bench(
     progress: Callable[[str, int], None] | None = None,
     plot_dir: Path | None = None,
     run_limit_bytes: int = 2 << 30,
+    inplace: bool = True,
 ) -> list[dict[str, Any]]:
     """Rows for every model in ``paths``, in order; a model that fails gives a row with its error."""
     rows = []
@@ -110,7 +142,7 @@ def bench(
         if progress:
             progress(p.stem, i)
         try:
-            rows.append(bench_model(p, time_limit, run, plot_dir=plot_dir, run_limit_bytes=run_limit_bytes))
+            rows.append(bench_model(p, time_limit, run, plot_dir=plot_dir, run_limit_bytes=run_limit_bytes, inplace=inplace))
         except Exception as exc:
             rows.append({"model": p.stem, "error": f"{type(exc).__name__}: {exc}"})
     return rows
@@ -123,27 +155,43 @@ def _mib(b: Any) -> str:
 def _equal(r: dict[str, Any]) -> str:
     if "outputs_equal" not in r:
         return r.get("run_error", "")
-    if r["outputs_equal"]:
-        return "equal"
-    return f"differ by {r.get('max_rel_diff') or 0:.1e} (normwise)"
+    text = "equal" if r["outputs_equal"] else f"differ by {r.get('max_rel_diff') or 0:.1e} (normwise)"
+    if r.get("inplace_equals_plain") is True:
+        text += "; in-place run = plain planned run (bitwise)"
+    elif r.get("inplace_equals_plain") is False:
+        text += f"; in-place run DIFFERS from the plain planned run by {r.get('inplace_max_abs_diff') or 0:.3g}"
+    return text
+
+
+def _pairs(r: dict[str, Any]) -> str:
+    if "inplace_pairs" not in r:
+        return ""
+    return f"{_mib(r['inplace_bytes'])} ({r['inplace_pairs']})"
+
+
+def _pct(x: Any) -> str:
+    return "" if x is None else f"{x:.1%}"
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """The results table (MiB; peaks include resident bytes)."""
+    """The results table (MiB; peaks include resident bytes): order only, then order + in-place."""
     head = (
         "| model | nodes | resident MiB | peak, file order | peak, onnxruntime default order | optimized peak |"
-        " lower bound | gap | proven optimal | transient saving vs ORT default | arena MiB | fragmentation |"
-        " order s | place s | measured ORT default MiB | measured planned MiB | outputs vs default session |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|:-:|---:|---:|---:|---:|---:|---:|---:|:-:|"
+        " lower bound | gap | proven optimal | transient saving vs ORT default | in-place MiB (pairs) |"
+        " peak, order + in-place | lower bound, in-place | proven, in-place | transient saving vs ORT default, order + in-place |"
+        " arena MiB | fragmentation | order s | place s | measured ORT default MiB | measured planned MiB |"
+        " measured planned + in-place MiB | outputs vs default session |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|:-:|---:|---:|---:|---:|:-:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|"
     )
     lines = [head]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['model']} | error: {r['error']} |" + " |" * 15)
+            lines.append(f"| {r['model']} | error: {r['error']} |" + " |" * 21)
             continue
         lines.append(
-            "| {model} | {nodes:,} | {res} | {pin} | {port} | {popt} | {lb} | {gap:.3%} | {opt} | {sav:.1%} | {arena} |"
-            " {frag:.2%} | {osecs:.1f} | {psecs:.1f} | {mdef} | {mplan} | {eq} |".format(
+            "| {model} | {nodes:,} | {res} | {pin} | {port} | {popt} | {lb} | {gap:.3%} | {opt} | {sav:.1%} | {pairs} |"
+            " {pip} | {lbip} | {optip} | {savip} | {arena} |"
+            " {frag:.2%} | {osecs:.1f} | {psecs:.1f} | {mdef} | {mplan} | {mip} | {eq} |".format(
                 model=r["model"],
                 nodes=r["nodes"],
                 res=_mib(r["resident_bytes"]),
@@ -154,12 +202,18 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
                 gap=r["gap"],
                 opt="yes" if r["optimal"] else "no",
                 sav=r["transient_saving_vs_ort"],
+                pairs=_pairs(r),
+                pip=_mib(r.get("peak_inplace")),
+                lbip=_mib(r.get("lower_bound_inplace")),
+                optip="" if "optimal_inplace" not in r else ("yes" if r["optimal_inplace"] else "no"),
+                savip=_pct(r.get("transient_saving_vs_ort_inplace")),
                 arena=_mib(r["arena_bytes"]),
                 frag=r["fragmentation"],
                 osecs=r["order_seconds"],
                 psecs=r["place_seconds"],
                 mdef=_mib(r.get("peak_ort_default_bytes")),
                 mplan=_mib(r.get("peak_planned_bytes")),
+                mip=_mib(r.get("peak_planned_bytes_inplace")),
                 eq=_equal(r),
             )
         )
@@ -173,4 +227,13 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             f"order search median {statistics.median(secs):.1f} s, max {max(secs):.1f} s; "
             f"proven optimal: {sum(bool(r['optimal']) for r in ok)} of {len(ok)}."
         )
+        ip = [r for r in ok if "transient_saving_vs_ort_inplace" in r]
+        if ip:
+            avg_ip = sum(r["transient_saving_vs_ort_inplace"] for r in ip) / len(ip)
+            lines.append("")
+            lines.append(
+                f"With in-place updates (order + in-place): average transient saving against onnxruntime's default "
+                f"order {avg_ip:.1%} over {len(ip)} models; proven optimal (every pair in place): "
+                f"{sum(bool(r['optimal_inplace']) for r in ip)} of {len(ip)}."
+            )
     return "\n".join(lines) + "\n"

@@ -443,3 +443,27 @@ def test_cuda_inplace_run(tmp_path):
     write_outputs(loaded, res, out, plan)
     r = run_model(out, plan, provider="cuda")
     assert r.inplace_pairs > 0 and r.inplace_equals_plain and r.fallbacks == 0
+
+
+def test_bench_table_has_order_only_and_inplace_columns():
+    from olla_onnx.bench import markdown_table
+
+    row = {
+        "model": "m", "nodes": 3, "resident_bytes": 1 << 20, "peak_input_order": 5 << 20, "peak_ort_default": 6 << 20,
+        "peak_optimized": 4 << 20, "lower_bound": 4 << 20, "gap": 0.0, "optimal": True, "transient_saving_vs_ort": 0.4,
+        "arena_bytes": 3 << 20, "fragmentation": 0.0, "order_seconds": 1.0, "place_seconds": 0.1,
+        "inplace_pairs": 2, "inplace_bytes": 1 << 20, "peak_inplace": 3 << 20, "lower_bound_inplace": 3 << 20,
+        "optimal_inplace": False, "transient_saving_vs_ort_inplace": 0.6, "peak_ort_default_bytes": 6 << 20,
+        "peak_planned_bytes": 4 << 20, "peak_planned_bytes_inplace": 3 << 20, "outputs_equal": True,
+        "inplace_equals_plain": True,
+    }
+    lines = markdown_table([row, {"model": "bad", "error": "boom"}]).splitlines()
+    head, rule, body, bad = lines[:4]
+    assert head.count("|") == rule.count("|") == body.count("|") == bad.count("|")
+    cells = dict(zip([c.strip() for c in head.split("|")], [c.strip() for c in body.split("|")]))
+    assert cells["optimized peak"] == "4.0" and cells["peak, order + in-place"] == "3.0"
+    assert cells["in-place MiB (pairs)"] == "1.0 (2)" and cells["proven, in-place"] == "no"
+    assert cells["transient saving vs ORT default"] == "40.0%"
+    assert cells["transient saving vs ORT default, order + in-place"] == "60.0%"
+    assert cells["measured planned + in-place MiB"] == "3.0" and "bitwise" in cells["outputs vs default session"]
+    assert any("With in-place updates" in line and "60.0%" in line for line in lines)
