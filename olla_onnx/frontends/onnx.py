@@ -24,6 +24,15 @@ What :func:`load_onnx` guarantees:
   Constant nodes stay nodes (op type ``Constant``). Ops of another domain keep
   their op type prefixed by the domain (``com.microsoft.FusedMatMul``) and are
   accepted when their output shapes are known (inferred or in value_info).
+- A value that no node reads (e.g. the values output of a ``MaxPool`` whose
+  indices alone are used, as PyTorch's exporter writes for max-pool backward)
+  is held by onnxruntime until the run ends when its own buffer reuse is off
+  (as in the planned session, where each tensor is its own request): a value
+  is released after its last reader, and it has none (seen with the recording
+  allocator: ResNet-18's 98 MiB unread ``MaxPool`` output stays allocated to
+  the end of the run). The IR lists such values among the graph's outputs, so
+  the simulator keeps them to the end too (an upper bound when onnxruntime's
+  reuse is on, which recycles the buffer).
 - A control-flow node (If, Loop, Scan, any node with a graph attribute) stays
   one opaque node whose inputs are its own inputs plus every outer tensor its
   subgraphs (at any depth) read; its internal memory is not modelled.
@@ -608,7 +617,9 @@ def graph_from_model(model: ModelProto, dims: Mapping[str, int] | None = None, l
     graph_outputs = [v.name for v in model.graph.output if v.name]
     kinds = _kinds(model, nodes, resident, produced_by, graph_outputs, elem, sizes)
     tensors = [Tensor(t, sizes[t], kinds[t]) for t in all_names]
-    return Graph.build(nodes, tensors, graph_outputs, name=model.graph.name or label)
+    read = set(chain.from_iterable(inputs))
+    held = [t for t in produced if t not in read]  # onnxruntime frees these only when the run ends
+    return Graph.build(nodes, tensors, graph_outputs + held, name=model.graph.name or label)
 
 
 def load_onnx(path: Path | str, dims: Mapping[str, int] | None = None) -> tuple[Graph, ModelProto]:
