@@ -1,13 +1,18 @@
 """Measured peaks in onnxruntime (CPU): the default session against the planned arena, per corpus model.
 
-For every ``models/*.onnx``: `optimize` (order + plan, --time-limit seconds),
-then `run` on the reordered model with its plan; also `run` on the file as it
-is (no plan, file order). Then 100 training steps of the example MLP
-(:mod:`olla_onnx.runtime.examples`) in both sessions: RSS per step, results.
+For every ``models/*.onnx`` (or the models given) whose onnxruntime-default
+peak (predicted) is below --run-limit-mib: `run` on the file as it is (no plan,
+file order); `optimize --no-inplace` (order + plan, --time-limit seconds) and
+`run` on the reordered model with its plan; `optimize` (order + plan with
+in-place updates) and `run` with that plan (updates written into their inputs'
+buffers through IO binding). Then 100 training steps of the example MLP
+(:mod:`olla_onnx.runtime.examples`) in the default session, the planned
+session (parameters fed back by copy) and the planned in-place session (no
+copy: the updates are already in the input buffers): RSS per step, results.
 
 Usage::
 
-    nice python benchmarks/runtime_cpu.py [--time-limit 10] [--out benchmarks/results/runtime_cpu.md]
+    nice python benchmarks/runtime_cpu.py [--time-limit 10] [--run-limit-mib 2048] [--out benchmarks/results/runtime_cpu.md] [MODEL ...]
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from olla_onnx.frontends import load_graph  # noqa: E402
+from olla_onnx.memory import simulate  # noqa: E402
+from olla_onnx.schedule.ort_default import ort_default_order  # noqa: E402
 from olla_onnx.pipeline import optimize_model, write_outputs  # noqa: E402
 from olla_onnx.runtime.measure import run_model  # noqa: E402
 
@@ -35,24 +42,37 @@ def mib(b: int | None) -> str:
     return "" if b is None else f"{b / 2**20:.3f}"
 
 
-def corpus_rows(time_limit: float) -> list[str]:
+def corpus_rows(paths: list[Path], time_limit: float, run_limit: int) -> list[str]:
     rows = []
-    for path in sorted((ROOT / "models").glob("*.onnx")):
+    for path in paths:
         with tempfile.TemporaryDirectory() as tmp:
-            opt, plan = Path(tmp) / "opt.onnx", Path(tmp) / "plan.json"
             loaded = load_graph(path)
-            res = optimize_model(loaded, time_limit=time_limit)
-            write_outputs(loaded, res, opt, plan)
-            for label, model, p in (("file order", path, None), ("optimized + plan", opt, plan)):
+            if simulate(loaded.graph, ort_default_order(loaded.graph)).peak > run_limit:
+                continue
+            runs: list[tuple[str, Path, Path | None]] = [("file order", path, None)]
+            for label, inplace in (("optimized + plan", False), ("optimized + plan + in-place", True)):
+                res = optimize_model(loaded, time_limit=time_limit, inplace=inplace)
+                opt, plan = Path(tmp) / f"opt{int(inplace)}.onnx", Path(tmp) / f"plan{int(inplace)}.json"
+                write_outputs(loaded, res, opt, plan)
+                runs.append((label, opt, plan))
+            for label, model, p in runs:
                 r = run_model(model, p)
                 rows.append(
                     f"| {path.name} | {label} | {mib(r.peak_ort_default_bytes)} | {mib(r.peak_planned_bytes)} | {r.ratio:.3f} "
                     f"| {mib(r.arena_bytes)} | {mib(r.resident_bytes)} | {mib(r.input_bytes)} | {mib(r.predicted_peak_bytes)} "
                     f"| {'' if r.prediction_error is None else f'{r.prediction_error * 100:+.2f}%'} | {r.fallbacks} "
-                    f"| {r.outputs_equal} | {r.max_abs_diff:.3g} | {r.max_rel_diff:.2g} | {r.planned_equals_unplanned} | {r.ort_mem_reuse} |"
+                    f"| {r.outputs_equal} | {r.max_abs_diff:.3g} | {r.max_rel_diff:.2g} | {r.planned_equals_unplanned} | {r.ort_mem_reuse} "
+                    f"| {'' if r.inplace_equals_plain is None else r.inplace_equals_plain} |"
                 )
                 gc.collect()
     return rows
+
+
+def _loop_row(label: str, res, steps: int, extra: str = "") -> str:
+    return (
+        f"| {label} | {res.rss[0] / 2**20:.1f} | {res.rss[9] / 2**20:.1f} | {res.rss[-1] / 2**20:.1f} "
+        f"| {res.rss_growth() / 2**10:+.0f} {extra}| {res.losses[0]:.5f} -> {res.losses[-1]:.5f} |"
+    )
 
 
 def loop_rows(steps: int = 100) -> list[str]:
@@ -71,32 +91,36 @@ def loop_rows(steps: int = 100) -> list[str]:
     d = open_session(data, "default", host)
     ref = train_loop(d, feeds, pairs, steps)
     d.close()
-    s, info = open_planned(data, feeds)
-    got = train_loop(s, feeds, pairs, steps)
-    st = s.measured.stats()
-    s.close()
-    equal, diff = compare_outputs(ref.outputs, got.outputs)
-    return [
-        f"| default | {ref.rss[0] / 2**20:.1f} | {ref.rss[9] / 2**20:.1f} | {ref.rss[-1] / 2**20:.1f} | {ref.rss_growth() / 2**10:+.0f} | | | {ref.losses[0]:.5f} -> {ref.losses[-1]:.5f} |",
-        f"| planned | {got.rss[0] / 2**20:.1f} | {got.rss[9] / 2**20:.1f} | {got.rss[-1] / 2**20:.1f} | {got.rss_growth() / 2**10:+.0f} "
-        f"| {st.planned_allocs} / {steps * info['allocs_per_run']} | {st.fallbacks} | {got.losses[0]:.5f} -> {got.losses[-1]:.5f} |",
-        "",
-        f"Final parameters and loss, planned vs default: equal = {equal}, max abs diff = {diff:.3g}.",
-    ]
+    rows = [_loop_row("default", ref, steps, "| | | | ")]
+    notes = []
+    for label, inplace in (("planned", None), ("planned + in-place", pairs)):
+        s, info = open_planned(data, feeds, inplace=inplace)
+        got = train_loop(s, feeds, pairs, steps)
+        st = s.measured.stats()
+        s.close()
+        gc.collect()
+        equal, diff = compare_outputs(ref.outputs, got.outputs)
+        rows.append(_loop_row(label, got, steps, f"| {st.arena_bytes / 2**20:.2f} | {st.planned_allocs} / {steps * info['allocs_per_run']} | {st.fallbacks} "))
+        notes.append(f"Final parameters and loss, {label} vs default: equal = {equal}, max abs diff = {diff:.3g}.")
+    return rows + [""] + notes
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("models", nargs="*", type=Path)
     ap.add_argument("--time-limit", type=float, default=10.0)
+    ap.add_argument("--run-limit-mib", type=int, default=2048)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "runtime_cpu.md")
     args = ap.parse_args()
     t0 = time.time()
-    rows = corpus_rows(args.time_limit)
+    paths = args.models or sorted((ROOT / "models").glob("*.onnx"))
+    rows = corpus_rows(paths, args.time_limit, args.run_limit_mib * 2**20)
     loop = loop_rows()
     lines = [
         "# onnxruntime on CPU: default session vs planned arena (measured)",
         "",
-        f"Command: `nice python benchmarks/runtime_cpu.py --time-limit {args.time_limit:g}` "
+        f"Command: `nice python benchmarks/runtime_cpu.py --time-limit {args.time_limit:g} --run-limit-mib {args.run_limit_mib}"
+        f"{''.join(' ' + str(p) for p in args.models)}` "
         f"({platform.machine()}, onnxruntime {ort.__version__}, {time.time() - t0:.0f} s).",
         "",
         "MiB. *default* = peak bytes held in the 2nd run of a session with onnxruntime's default options, seen",
@@ -106,15 +130,20 @@ def main() -> None:
         "'optimized + plan', the file order's simulated peak otherwise — and *pred. err* compares planned + inputs",
         "with it. *planned = unplanned*: the arena-served run is bitwise equal to the same session served from the",
         "heap. *ort reuse*: whether onnxruntime's own buffer reuse was left on (the smaller arena is kept).",
+        "*+ in-place*: the plan of `optimize` with in-place updates, run with each updated parameter/state written",
+        "into its input's buffer (IO binding); its outputs are also compared bitwise with the plain planned session.",
         "",
-        "| model | order | default | planned | planned/default | arena | resident | inputs | prediction | pred. err | fallbacks | outputs equal | max abs diff | max rel diff | planned = unplanned | ort reuse |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | order | default | planned | planned/default | arena | resident | inputs | prediction | pred. err | fallbacks | outputs equal | max abs diff | max rel diff | planned = unplanned | ort reuse | in-place = plain |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         "## 100 training steps (example MLP 256-1024-1024-256, batch 64, SGD; parameters fed back)",
         "",
-        "| session | RSS step 1 (MiB) | step 10 | step 100 | growth 10->100 (KiB) | planned requests | fallbacks | loss |",
-        "|---|---|---|---|---|---|---|---|",
+        "*planned*: parameters copied back into the feeds after each step; *planned + in-place*: the updates are",
+        "written into the bound input buffers, nothing is copied back.",
+        "",
+        "| session | RSS step 1 (MiB) | step 10 | step 100 | growth 10->100 (KiB) | arena MiB | planned requests | fallbacks | loss |",
+        "|---|---|---|---|---|---|---|---|---|",
         *loop,
         "",
     ]

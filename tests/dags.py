@@ -63,6 +63,21 @@ def all_topological_orders(graph: Graph):
     yield from rec()
 
 
+def random_topological_order(graph: Graph, rnd) -> list[int]:
+    """A uniformly drawn ready node at each step (Kahn); ``rnd`` is a ``random.Random``."""
+    indeg = [len(p) for p in graph.preds]
+    ready = [v for v in range(graph.num_nodes) if indeg[v] == 0]
+    order: list[int] = []
+    while ready:
+        v = ready.pop(rnd.randrange(len(ready)))
+        order.append(v)
+        for w in graph.succs[v]:
+            indeg[w] -= 1
+            if indeg[w] == 0:
+                ready.append(w)
+    return order
+
+
 def reference_peak(graph: Graph, order: list[int]) -> int:
     """The memory model written as plainly as possible: per step, the set of live tensors."""
     n = len(order)
@@ -80,4 +95,4 @@ def reference_peak(graph: Graph, order: list[int]) -> int:
     return best if n else sum(graph.tensors[t].size for t in graph.resident)
 
 
-__all__ = ["random_graphs", "all_topological_orders", "reference_peak", "itertools"]
+__all__ = ["random_graphs", "all_topological_orders", "random_topological_order", "reference_peak", "itertools"]

@@ -221,7 +221,10 @@ def test_default_peak_is_what_the_recording_allocator_saw(mlp_path):
     assert host.in_use == 0
 
 
-def test_hundred_training_steps_flat_memory_same_results(tmp_path):
+@pytest.mark.parametrize("inplace", [False, True], ids=["copy-back", "in-place"])
+def test_hundred_training_steps_flat_memory_same_results(inplace):
+    """100 steps; with ``inplace`` the planned session writes the updated weights into its bound input
+    buffers (IO binding) and nothing is copied back. The caller's arrays are never modified."""
     from olla_onnx.runtime.loop import train_loop
     from olla_onnx.runtime.measure import open_planned, random_inputs
     from olla_onnx.runtime.session import new_allocators, open_session
@@ -230,6 +233,7 @@ def test_hundred_training_steps_flat_memory_same_results(tmp_path):
     data = model.SerializeToString()
     feeds = random_inputs(model)
     feeds.update(mlp_parameters(WIDTHS))
+    before = {k: v.copy() for k, v in feeds.items()}
     pairs = feedback_pairs(model)
     assert len(pairs) == len(WIDTHS) - 1
     host, _ = new_allocators("default", "cpu")
@@ -238,12 +242,17 @@ def test_hundred_training_steps_flat_memory_same_results(tmp_path):
         ref = train_loop(d, feeds, pairs, 100)
     finally:
         d.close()
-    s, info = open_planned(data, feeds)
+    s, info = open_planned(data, feeds, inplace=pairs if inplace else None)
     try:
+        assert s.inplace == (pairs if inplace else {})
         got = train_loop(s, feeds, pairs, 100)
         stats = s.measured.stats()
+        if inplace:
+            with pytest.raises(ValueError, match="in place"):
+                train_loop(s, feeds, {}, 1)  # the session would feed the weights back anyway
     finally:
         s.close()
+    assert all(np.array_equal(before[k], feeds[k]) for k in feeds)
     assert stats.fallbacks == 0 and stats.planned_allocs == 100 * info["allocs_per_run"] > 0
     assert stats.heap_in_use == stats.peak_bytes - stats.arena_bytes  # nothing grew past the resident set
     assert ref.losses[-1] < ref.losses[0]  # it trains
