@@ -311,3 +311,88 @@ def test_exact_dp_equals_subset_brute_force_on_10_nodes(g):
     assert res.exhaustive and simulate(g, res.order).peak == subset_brute_force(g)
     r = optimize_order(g, time_limit=5)
     assert r.optimal and r.peak == subset_brute_force(g)
+
+
+@settings(max_examples=150, deadline=None)
+@given(random_graphs(max_nodes=14), st.integers(0, 13), st.integers(1, 14), st.integers(-3, 1))
+def test_fast_dp_equals_dp_on_windows(g, a, k, slack):
+    """The numpy level DP finds the same window optimum as the dict DP (and a valid order with it)."""
+    from olla_onnx.schedule.fastdp import solve_window_fast
+
+    p = reduce_graph(g)
+    order = g.topological_order()
+    if p.n == 0:
+        return
+    a = min(a, p.n - 1)
+    b = min(p.n, a + k)
+    upper = p.peak(order) + slack
+    slow = solve_window(p, order, a, b, upper)
+    fast = solve_window_fast(p, order, a, b, upper)
+    assert slow.exhaustive and fast.exhaustive and (slow.order is None) == (fast.order is None)
+    if fast.order is not None:
+        assert fast.window_peak == slow.window_peak
+        assert is_topological(g, fast.order) and list(fast.order[:a]) == order[:a] and list(fast.order[b:]) == order[b:]
+        assert int(p.live_per_step(list(fast.order))[a:b].max()) <= fast.window_peak
+
+
+@settings(max_examples=100, deadline=None)
+@given(graphs_with_free_sources())
+def test_fast_dp_with_deferrable_sources_equals_brute_force(g):
+    from olla_onnx.schedule.fastdp import exact_order_fast
+
+    p = reduce_graph(g)
+    inc = g.topological_order()
+    res = exact_order_fast(p, inc, upper=p.peak(inc) + 1)
+    assert res.exhaustive and simulate(g, res.order).peak == brute_force(g)
+
+
+@settings(max_examples=150, deadline=None)
+@given(random_graphs(max_nodes=8), st.randoms(use_true_random=False))
+def test_region_relaxation_is_a_lower_bound(g, rnd):
+    """Brute force over the relaxed problem's own orders: its optimum never exceeds the graph's;
+    with every node in the region it equals it."""
+    from olla_onnx.schedule.relax import region_relaxation
+
+    p = reduce_graph(g)
+    if p.n == 0:
+        return
+    opt = min(p.peak(o) for o in all_topological_orders(g))
+    region = [v for v in range(p.n) if rnd.random() < 0.6]
+    rel = region_relaxation(p, region).problem
+    if rel.n:
+        assert min(rel.peak(o) for o in _problem_orders(rel)) <= opt
+    whole = region_relaxation(p, range(p.n)).problem
+    assert min(whole.peak(o) for o in _problem_orders(whole)) == opt
+
+
+def test_region_bound_proves_a_layered_dag():
+    from olla_onnx.schedule.relax import region_bound
+
+    g = layered_dag(120, width=8, seed=5)
+    p = reduce_graph(g)
+    best = improve_windows(p, list_schedule(p), time.perf_counter() + 5)
+    rb = region_bound(p, best, time.perf_counter() + 10, at_least=0)
+    assert 0 < rb.value <= p.peak(best) and rb.regions_tried >= 1
+    assert rb.value <= p.peak(exact_order(p, best, upper=p.peak(best) + 1).order)
+
+
+def _problem_orders(p):
+    """Every topological order of a scheduling problem (exponential: tiny problems only)."""
+    indeg = [len(x) for x in p.preds]
+    out: list[int] = []
+
+    def rec():
+        if len(out) == p.n:
+            yield list(out)
+            return
+        for v in range(p.n):
+            if indeg[v] == 0 and v not in out:
+                out.append(v)
+                for w in p.succs[v]:
+                    indeg[w] -= 1
+                yield from rec()
+                for w in p.succs[v]:
+                    indeg[w] += 1
+                out.pop()
+
+    yield from rec()
