@@ -32,6 +32,7 @@ class TensorKind(str, enum.Enum):
     ACTIVATION = "activation"
     OUTPUT = "output"
     CONSTANT = "constant"
+    WORKSPACE = "workspace"  # a kernel's scratch while its node runs (no ONNX value; see frontends/workspace.py)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ KIND_COLORS: dict[str, str] = {
     TensorKind.ACTIVATION.value: "#dd8452",
     TensorKind.GRADIENT.value: "#c44e52",
     TensorKind.OUTPUT.value: "#55a868",
+    TensorKind.WORKSPACE.value: "#937860",
 }
 KIND_ORDER = list(KIND_COLORS)
 

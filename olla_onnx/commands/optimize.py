@@ -29,6 +29,7 @@ def optimize(
     alignment: int = typer.Option(64, "--alignment", help="Byte alignment of every offset in the plan (64 CPU, 256 CUDA)."),
     no_inplace: bool = typer.Option(False, "--no-inplace", help="Keep every updated parameter/state in a buffer of its own (no in-place updates)."),
     inplace: Optional[list[str]] = typer.Option(None, "--inplace", help="Also write output OUT into input IN's buffer: IN=OUT (repeatable; refused if unsafe)."),
+    no_workspace: bool = typer.Option(False, "--no-workspace", help="Leave out onnxruntime's CPU kernel scratch (Conv im2col buffers, ...) from the memory model."),
     report_json: Optional[Path] = typer.Option(None, "--report-json", help="Write the figures as one JSON object."),
 ) -> None:
     """Find the node order with the lowest peak memory, place every tensor in one arena, write both."""
@@ -46,7 +47,7 @@ def optimize(
     refuse_overwrite(model, out, "-o")
     refuse_overwrite(model, plan, "--plan")
     with console.status(f"loading {model} ..."):
-        loaded = load_graph(model, dims=parse_dims(dim), size_attr=size_attr)
+        loaded = load_graph(model, dims=parse_dims(dim), size_attr=size_attr, workspace=not no_workspace)
     if out.suffix.lower() != model.suffix.lower():
         fail(f"-o {out}: the output has the input's format; use a {model.suffix} file name")
 

@@ -35,19 +35,22 @@ class LoadedModel:
     raw: dict[str, Any] | None = None
 
 
-def load_graph(path: Path | str, dims: Mapping[str, int] | None = None, size_attr: str = "size") -> LoadedModel:
+def load_graph(
+    path: Path | str, dims: Mapping[str, int] | None = None, size_attr: str = "size", workspace: bool = True
+) -> LoadedModel:
     """Read ``path`` with the frontend its extension names.
 
     ``dims`` pins symbolic dimensions (ONNX only; given for a JSON graph it is
     an error). ``size_attr`` names the node attribute holding output bytes
-    (node-link JSON only).
+    (node-link JSON only). ``workspace`` (ONNX only) models onnxruntime's CPU
+    kernel scratch (:mod:`olla_onnx.frontends.workspace`).
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         from olla_onnx.frontends.onnx import load_onnx
 
-        graph, model = load_onnx(path, dims=dims)
+        graph, model = load_onnx(path, dims=dims, workspace=workspace)
         return LoadedModel(graph=graph, path=path, format="onnx", model=model)
     if suffix == ".json":
         if dims:

@@ -36,6 +36,18 @@ What :func:`load_onnx` guarantees:
 - A control-flow node (If, Loop, Scan, any node with a graph attribute) stays
   one opaque node whose inputs are its own inputs plus every outer tensor its
   subgraphs (at any depth) read; its internal memory is not modelled.
+- Workspace (on by default; ``workspace=False`` or ``optimize --no-workspace``
+  turns it off): where onnxruntime's CPU kernel for a node requests scratch
+  buffers while it runs (Conv's im2col buffer, ConvTranspose's column
+  buffer, Where's two selections, Softmax/LogSoftmax's transposes; rules and
+  their thread-count dependence in :mod:`olla_onnx.frontends.workspace`), the
+  node gets one more output, ``<node name>::workspace``, of that many bytes
+  and kind ``workspace``. Nothing reads it and it is not a graph output, so
+  the simulator keeps it live exactly while its node runs (the "values no
+  node reads live to the end" rule above is for ONNX values only). It is no
+  ONNX value: the written model is the input's nodes reordered, nothing
+  added; a plan lists it as an arena buffer like any tensor (the arena must
+  hold it), so a plan made with the workspace on needs it on when loaded.
 
 Tensor kinds, first rule that applies wins:
 
@@ -592,8 +604,19 @@ def _kinds(
 # ------------------------------------------------------------------------------ load
 
 
-def graph_from_model(model: ModelProto, dims: Mapping[str, int] | None = None, label: str = "model") -> Graph:
-    """Build the IR from a parsed model (external data need not be loaded). See the module docstring."""
+def graph_from_model(
+    model: ModelProto,
+    dims: Mapping[str, int] | None = None,
+    label: str = "model",
+    workspace: bool = True,
+    threads: int | None = None,
+) -> Graph:
+    """Build the IR from a parsed model (external data need not be loaded). See the module docstring.
+
+    ``workspace`` adds onnxruntime's CPU kernel scratch as ``<node>::workspace``
+    pseudo-outputs (:mod:`olla_onnx.frontends.workspace`), for an intra-op
+    thread count of ``threads`` (None: onnxruntime's default on this machine).
+    """
     names = unique_node_names(model)
     inputs = _node_inputs(model)
     resident = _resident_names(model)
@@ -619,13 +642,46 @@ def graph_from_model(model: ModelProto, dims: Mapping[str, int] | None = None, l
     tensors = [Tensor(t, sizes[t], kinds[t]) for t in all_names]
     read = set(chain.from_iterable(inputs))
     held = [t for t in produced if t not in read]  # onnxruntime frees these only when the run ends
+    if workspace:  # after `held`: a workspace is read by no node yet dies with its node
+        nodes, scratch = _with_workspaces(model, nodes, types, sizes, elem, threads)
+        tensors.extend(scratch)
     return Graph.build(nodes, tensors, graph_outputs + held, name=model.graph.name or label)
 
 
-def load_onnx(path: Path | str, dims: Mapping[str, int] | None = None) -> tuple[Graph, ModelProto]:
+def _with_workspaces(
+    model: ModelProto,
+    nodes: list[Node],
+    types: Mapping[str, onnx.TypeProto],
+    sizes: Mapping[str, int],
+    elem: Mapping[str, int],
+    threads: int | None,
+) -> tuple[list[Node], list[Tensor]]:
+    """The nodes with a ``<name>::workspace`` output where onnxruntime's CPU kernel takes scratch, and those tensors."""
+    from olla_onnx.frontends.workspace import model_workspaces, workspace_name
+
+    shapes: dict[str, tuple[int, ...]] = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    for name, tp in types.items():
+        shape = _static_shape(tp)
+        if shape is not None:
+            shapes[name] = shape
+    ws = model_workspaces(model, shapes, elem, sizes, threads)
+    out = list(nodes)
+    scratch = []
+    for i, b in ws.items():
+        n = out[i]
+        name = workspace_name(n.name)
+        out[i] = Node(n.name, n.op_type, n.inputs, n.outputs + (name,))
+        scratch.append(Tensor(name, b, TensorKind.WORKSPACE))
+    return out, scratch
+
+
+def load_onnx(
+    path: Path | str, dims: Mapping[str, int] | None = None, workspace: bool = True, threads: int | None = None
+) -> tuple[Graph, ModelProto]:
     """Read an ONNX file into the IR; also return the parsed model (external data not loaded).
 
-    ``dims`` maps symbolic dimension names to values (``{"batch": 32}``).
+    ``dims`` maps symbolic dimension names to values (``{"batch": 32}``);
+    ``workspace``/``threads``: see :func:`graph_from_model`.
     Raises :class:`OnnxFileError`, :class:`UnknownShapeError`,
     :class:`UnsupportedTypeError` or :class:`~olla_onnx.errors.GraphError`
     (all :class:`~olla_onnx.errors.OllaInputError`) with a one-line message.
@@ -634,5 +690,5 @@ def load_onnx(path: Path | str, dims: Mapping[str, int] | None = None) -> tuple[
     path = Path(path)
     model = read_onnx(path)
     check_external_data(model, path.parent)
-    graph = graph_from_model(model, dims, label=path.name)
+    graph = graph_from_model(model, dims, label=path.name, workspace=workspace, threads=threads)
     return graph, model
