@@ -384,6 +384,45 @@ def test_inplace_run_equals_the_plain_planned_run(tmp_path, name):
     assert r.peak_planned_bytes < off.peak_planned_bytes
 
 
+def test_scalar_and_broadcast_updates_in_place(tmp_path):
+    """A scalar step counter and a weight updated with a broadcast operand: same shapes, same values."""
+    from onnx import TensorProto as TP
+    from onnx import helper as h
+
+    from olla_onnx.frontends import load_graph
+    from olla_onnx.pipeline import optimize_model, write_outputs
+    from olla_onnx.runtime.measure import run_model
+
+    nodes = [
+        h.make_node("Add", ["state.step", "one"], ["state_out.step"], name="count"),
+        h.make_node("MatMul", ["batch.x", "param.w"], ["y"], name="fwd"),
+        h.make_node("ReduceSum", ["y"], ["loss"], keepdims=0, name="loss"),
+        h.make_node("ReduceSum", ["batch.x", "axes"], ["g"], keepdims=0, name="grad"),  # d loss / d w, per row
+        h.make_node("Unsqueeze", ["g", "axes1"], ["g2"], name="col"),
+        h.make_node("Mul", ["g2", "state_out.step"], ["step"], name="scale"),
+        h.make_node("Sub", ["param.w", "step"], ["param_out.w"], name="update"),  # step [8,1] broadcast over w [8,3]
+    ]
+    graph = h.make_graph(
+        nodes, "g",
+        [h.make_tensor_value_info("batch.x", TP.FLOAT, [2, 8]), h.make_tensor_value_info("param.w", TP.FLOAT, [8, 3]),
+         h.make_tensor_value_info("state.step", TP.FLOAT, [])],
+        [h.make_tensor_value_info(n, TP.FLOAT, s) for n, s in (("loss", []), ("param_out.w", [8, 3]), ("state_out.step", []))],
+        [h.make_tensor("one", TP.FLOAT, [], [1.0]), h.make_tensor("axes", TP.INT64, [1], [0]),
+         h.make_tensor("axes1", TP.INT64, [1], [1])],
+    )
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    model.ir_version = 8
+    src = tmp_path / "m.onnx"
+    onnx.save(model, src)
+    loaded = load_graph(src)
+    res = optimize_model(loaded, time_limit=0.5)
+    assert {(p.input, p.output) for p in res.inplace} == {("state.step", "state_out.step"), ("param.w", "param_out.w")}
+    out, plan = tmp_path / "o.onnx", tmp_path / "p.json"
+    write_outputs(loaded, res, out, plan)
+    r = run_model(out, plan)
+    assert r.inplace_pairs == 2 and r.inplace_equals_plain and r.outputs_equal and r.max_abs_diff == 0.0
+
+
 @pytest.mark.skipif(
     "CUDAExecutionProvider" not in ort.get_available_providers(), reason="needs onnxruntime-gpu and a CUDA device"
 )

@@ -274,7 +274,7 @@ class InplaceBinding:
         if missing:
             raise OllaInputError(f"no value for the graph inputs {missing[:3]}")
         for name in self.inputs:
-            arr = np.ascontiguousarray(feeds[name])
+            arr = np.asarray(feeds[name])  # (not ascontiguousarray: it makes a scalar 1-d)
             buf = self.host.get(name)
             if buf is None or buf.shape != arr.shape or buf.dtype != arr.dtype:
                 buf = _aligned_empty(arr.shape, arr.dtype)
@@ -319,7 +319,8 @@ class InplaceBinding:
         """One run on the loaded buffers (call inside the session's allocator context)."""
         if not self.host:
             raise RuntimeError("load() the inputs before the first run")
-        for name in self.outputs:
+        bound: dict[int, int] = {}  # output index -> the input buffer it must be written to
+        for k, name in enumerate(self.outputs):
             inp = self.pairs.get(name)
             if inp is None:
                 self.io.bind_output(name, self.device, 0)
@@ -327,8 +328,15 @@ class InplaceBinding:
             dtype, shape = self._spec(name)
             ptr = self.host[inp].ctypes.data if self.device == "cpu" else self.values[inp].data_ptr()
             self.io.bind_output(name, self.device, 0, dtype, list(shape), ptr)
+            bound[k] = ptr
         try:
             self.sess.run_with_iobinding(self.io)
+            if bound:  # onnxruntime reuses a bound buffer only when the result fits it: check that it did
+                values = self.io.get_outputs()
+                moved = [self.outputs[k] for k, ptr in bound.items() if values[k].data_ptr() != ptr]
+                del values
+                if moved:
+                    raise RuntimeError(f"onnxruntime did not write {moved[:3]} into the bound input buffers")
             raw = self.io.copy_outputs_to_cpu()
             outs = [np.array(a, copy=True) for a in raw]
             del raw
