@@ -384,6 +384,27 @@ def test_inplace_run_equals_the_plain_planned_run(tmp_path, name):
     assert r.peak_planned_bytes < off.peak_planned_bytes
 
 
+def test_cli_run_with_an_inplace_plan(tmp_path):
+    from typer.testing import CliRunner
+
+    import olla_onnx.commands.optimize  # noqa: F401
+    import olla_onnx.commands.run  # noqa: F401
+    from olla_onnx.commands.app import app
+
+    out, plan, rep = tmp_path / "o.onnx", tmp_path / "p.json", tmp_path / "r.json"
+    res = CliRunner().invoke(app, ["optimize", str(MODELS / "mlp_tiny.onnx"), "-o", str(out), "--plan", str(plan),
+                                   "--time-limit", "0.5"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(app, ["run", str(out), "--plan", str(plan), "--report-json", str(rep)])
+    assert res.exit_code == 0, res.output
+    assert "in place: 12 output(s)" in res.output and "without in-place: bitwise equal" in res.output
+    r = json.loads(rep.read_text())
+    assert r["inplace_pairs"] == 12 and r["inplace_equals_plain"] is True and r["outputs_equal"] is True
+    res = CliRunner().invoke(app, ["run", str(out), "--plan", str(plan), "--no-inplace", "--report-json", str(rep)])
+    assert res.exit_code == 0 and "in place:" not in res.output
+    assert json.loads(rep.read_text())["inplace_pairs"] == 0
+
+
 def test_scalar_and_broadcast_updates_in_place(tmp_path):
     """A scalar step counter and a weight updated with a broadcast operand: same shapes, same values."""
     from onnx import TensorProto as TP

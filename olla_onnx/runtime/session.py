@@ -248,7 +248,14 @@ class InplaceBinding:
     allocates nothing for it, and the next :meth:`run` reads the new value.
     Other outputs are allocated by the session's allocator as in a plain run.
     Safe only for pairs the plan checked (:mod:`olla_onnx.inplace`): every other
-    reader of the input runs before the update.
+    reader of the input runs before the update. After each run the binding
+    checks that onnxruntime returned every paired output at its input's address.
+
+    On CUDA the input buffers are device ``OrtValue`` s from onnxruntime's own
+    CUDA allocator, outside the measured allocator (like the caller's arrays
+    on CPU), whereas a plain CUDA session copies its host feeds to the device
+    through the measured allocator: CUDA peaks of the two differ by that too.
+    The CUDA branch has not been run in this project yet (no GPU was lent).
     """
 
     def __init__(self, sess: Any, pairs: Mapping[str, str], provider: str = "cpu") -> None:
