@@ -217,7 +217,7 @@ def solve_window(
         levels[k] = {}  # free memory as we go
         for mask, (pk, lv, ready) in level.items():
             total += 1
-            if (total & 255) == 0 and (
+            if (total & 15) == 0 and (
                 (deadline is not None and time.perf_counter() > deadline) or (max_total is not None and total > max_total)
             ):
                 return WindowResult(None, None, False, total, True)

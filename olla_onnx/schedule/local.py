@@ -153,7 +153,7 @@ def improve_moves(problem: Problem, order: Sequence[int], deadline: float, max_r
         trial_best = None
         # group moves: all the readers of a tensor live at s that run after s, moved to just before s
         # (its last use then comes before the peak; single-node moves cannot see that gain)
-        tried_groups: set[tuple[int, ...]] = set()
+        tried_groups: set[tuple] = set()
         # largest tensors first, and the first move that helps is taken (rounds stay cheap on big graphs)
         for t in by_size:
             if trial_best is not None or time.perf_counter() > deadline:
@@ -193,6 +193,48 @@ def improve_moves(problem: Problem, order: Sequence[int], deadline: float, max_r
             rest = cur_arr[keep_mask]
             for at in dict.fromkeys((at_low, s)):
                 k = at - int((gpos < at).sum())  # the index in ``rest`` of the node now at step ``at``
+                new_arr = np.concatenate([rest[:k], garr, rest[k:]])
+                npos = np.empty(n, dtype=np.int64)
+                npos[new_arr] = np.arange(n)
+                lv = fast.live(npos)
+                sc = score(lv)
+                if sc < best and (trial_best is None or sc < trial_best[0]):
+                    trial_best = (sc, new_arr.tolist(), npos, lv)
+        # delay moves: a tensor made before s and read only after it, moved after s together with
+        # the part of its making that nothing else needs (a weight gradient's matmul and transposes:
+        # what they read is often far smaller than what they make); up to 24 nodes
+        for t in by_size:
+            if trial_best is not None or time.perf_counter() > deadline:
+                break
+            p = problem.prod[t]
+            if problem.persist[t] or pos[p] >= s or not problem.cons[t] or min(int(pos[c]) for c in problem.cons[t]) <= s:
+                continue
+            gset = {p}
+            grew = True
+            while grew and len(gset) < 24:
+                grew = False
+                for u in list(gset):
+                    for q in preds[u]:
+                        if q in gset or len(gset) >= 24 or any(problem.persist[x] for x in problem.outs[q]):
+                            continue
+                        if all(w in gset for w in succs[q]):
+                            gset.add(q)
+                            grew = True
+            outside = [int(pos[w]) for u in gset for w in succs[u] if w not in gset]
+            latest = min(outside) if outside else n
+            if latest <= s + 1:
+                continue
+            group = tuple(sorted(gset, key=lambda c: pos[c]))
+            if ("late",) + group in tried_groups:
+                continue
+            tried_groups.add(("late",) + group)
+            garr = np.asarray(group, dtype=np.int64)
+            keep_mask = np.ones(n, dtype=bool)
+            keep_mask[pos[garr]] = False
+            rest = cur_arr[keep_mask]
+            at_low = s + 1 + int(np.argmin(live[s + 1:latest]))
+            for at in dict.fromkeys((s + 1, at_low, latest)):
+                k = at - len(group)  # every group node runs before ``at``
                 new_arr = np.concatenate([rest[:k], garr, rest[k:]])
                 npos = np.empty(n, dtype=np.int64)
                 npos[new_arr] = np.arange(n)
