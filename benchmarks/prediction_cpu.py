@@ -1,0 +1,187 @@
+"""How well the memory model predicts what onnxruntime holds on CPU (planned session, its own reuse off).
+
+For each model: the nodes in the order onnxruntime runs them (the file's
+order, and the order + plan of `optimize --no-inplace`), run in the planned
+session with onnxruntime's buffer reuse off (each tensor its own request,
+the memory model's assumption), recorded and served from the arena
+(:func:`olla_onnx.runtime.measure.measure_planned`). *Measured* is what the
+process holds at the peak:
+
+    measured = planned peak (arena + heap bytes through the allocator)
+             + inputs (read in place from the caller's arrays)
+             + initializers above 127 bytes (onnxruntime keeps these as
+               in-memory tensors made when it builds its graph, outside the
+               session's allocator; smaller ones and Constant nodes' values
+               come through the allocator: column *heap = small*)
+
+and it is compared with the simulated peak of the same order on the IR with
+and without the workspace model (:mod:`olla_onnx.frontends.workspace`), and,
+for the optimized order, with the plan's arena + resident bytes (the
+prediction `olla-onnx run` reports). Errors are measured / predicted - 1.
+
+Usage::
+
+    nice python benchmarks/prediction_cpu.py [--time-limit 2] [--out benchmarks/results/prediction_cpu.md] [MODEL ...]
+
+Without MODEL: the corpus models whose onnxruntime default-session peak is
+below ~2 GiB (mlp, cnn, alexnet, resnet18, mlp_sgd_handwritten, all *_tiny).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import onnx
+import onnxruntime as ort
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from olla_onnx.frontends import load_graph  # noqa: E402
+from olla_onnx.frontends.onnx import load_onnx  # noqa: E402
+from olla_onnx.frontends.workspace import default_threads, is_workspace  # noqa: E402
+from olla_onnx.memory import simulate  # noqa: E402
+from olla_onnx.pipeline import optimize_model  # noqa: E402
+from olla_onnx.runtime.measure import measure_planned, random_inputs  # noqa: E402
+from olla_onnx.schedule.ort_default import written_order_as_run  # noqa: E402
+
+DEFAULT_MODELS = ["mlp", "mlp_sgd_handwritten", "cnn", "alexnet", "resnet18"]
+SMALL_INITIALIZER = 127  # bytes; onnxruntime's kSmallTensorExternalDataThreshold
+
+
+def outside_allocator(model: onnx.ModelProto, sizes: dict[str, int]) -> tuple[int, int]:
+    """(bytes of initializers onnxruntime holds outside the allocator, bytes it allocates for the
+    small initializers and Constant nodes' values)."""
+    big = small = 0
+    for t in model.graph.initializer:
+        b = sizes[t.name]
+        if b > SMALL_INITIALIZER:
+            big += b
+        else:
+            small += b
+    small += sum(sizes[o] for n in model.graph.node if n.op_type == "Constant" for o in n.output if o)
+    return big, small
+
+
+def err(measured: int, predicted: int) -> float:
+    return measured / predicted - 1.0
+
+
+def model_rows(path: Path, time_limit: float) -> list[dict]:
+    loaded = load_graph(path)
+    g = loaded.graph
+    plain, _ = load_onnx(path, workspace=False)
+    model = onnx.load(str(path))
+    sizes = {n: t.size for n, t in g.tensors.items()}
+    big, small = outside_allocator(model, sizes)
+    ws = [n for n in g.tensors if is_workspace(n)]
+    runs = [("file", written_order_as_run(g, g.topological_order()), None)]
+    res = optimize_model(loaded, time_limit=time_limit, inplace=False)
+    runs.append(("optimized", list(res.order), res.plan))
+    out = []
+    for label, order, plan in runs:
+        reordered = onnx.ModelProto()
+        reordered.CopyFrom(model)
+        del reordered.graph.node[:]
+        reordered.graph.node.extend(model.graph.node[i] for i in order)
+        feeds = random_inputs(reordered, None, 0)
+        inputs = int(sum(a.nbytes for a in feeds.values()))
+        m = measure_planned(reordered.SerializeToString(), feeds, "cpu", 5.0, mem_reuse=False)
+        measured = m.peak_bytes + inputs + big
+        with_ws = simulate(g, order).peak
+        without = simulate(plain, order).peak
+        row = {
+            "model": path.stem, "order": label, "nodes": g.num_nodes, "workspace_nodes": len(ws),
+            "workspace_bytes": int(sum(g.tensors[n].size for n in ws)),
+            "planned_peak": m.peak_bytes, "arena": m.arena_bytes, "arena_lower_bound": m.arena_lower_bound,
+            "heap": m.resident_bytes, "heap_equals_small": m.resident_bytes == small, "inputs": inputs,
+            "initializers_outside": big, "measured": measured, "fallbacks": m.fallbacks,
+            "measured_live": m.arena_lower_bound + m.resident_bytes + inputs + big,
+            "predicted": with_ws, "error": err(measured, with_ws),
+            "error_live": err(m.arena_lower_bound + m.resident_bytes + inputs + big, with_ws),
+            "predicted_without_workspace": without, "error_without_workspace": err(measured, without),
+        }
+        if plan is not None:
+            row["plan_prediction"] = plan.arena_bytes + plan.resident_bytes
+            row["plan_error"] = err(measured, row["plan_prediction"])
+        out.append(row)
+        gc.collect()
+    return out
+
+
+def _pct(x: float | None) -> str:
+    return "" if x is None else f"{x * 100:+.2f}%"
+
+
+def _mib(b: int) -> str:
+    return f"{b / 2**20:,.3f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("models", nargs="*")
+    ap.add_argument("--time-limit", type=float, default=2.0, help="order search seconds for the optimized order")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "prediction_cpu.md")
+    args = ap.parse_args()
+    names = args.models or DEFAULT_MODELS + sorted(p.stem for p in (ROOT / "models").glob("*_tiny.onnx"))
+    t0 = time.time()
+    rows: list[dict] = []
+    for name in names:
+        rows.extend(model_rows(ROOT / "models" / f"{name}.onnx", args.time_limit))
+        r = rows[-1]
+        print(f"{name}: {_pct(rows[-2]['error'])} (file), {_pct(r['error'])} / plan {_pct(r.get('plan_error'))} (optimized); "
+              f"without workspace {_pct(rows[-2]['error_without_workspace'])}", flush=True)
+    worst = max(abs(r["error"]) for r in rows)
+    worst_live = max(abs(r["error_live"]) for r in rows)
+    worst_plan = max(abs(r["plan_error"]) for r in rows if "plan_error" in r)
+    worst_without = max(abs(r["error_without_workspace"]) for r in rows)
+    lines = [
+        "# Predicted vs measured peak on CPU (planned session, onnxruntime's reuse off)",
+        "",
+        f"Command: `nice python benchmarks/prediction_cpu.py --time-limit {args.time_limit:g}"
+        f"{''.join(' ' + n for n in args.models)}` ({platform.machine()}, onnxruntime {ort.__version__}, "
+        f"intra-op threads {default_threads()} (onnxruntime's default here), {time.time() - t0:.0f} s).",
+        "",
+        "MiB. *measured* = planned peak (arena + heap through the allocator) + inputs + initializers above",
+        "127 bytes (held by onnxruntime outside its allocator). *heap = small*: the heap bytes equal the",
+        "initializers of at most 127 bytes plus the Constant nodes' values (nothing else outside the arena).",
+        "*predicted*: the simulated peak of the same order (inputs, parameters and initializers included) with",
+        "the workspace model; *without ws*: the same without it; *plan*: the plan's arena + resident bytes",
+        "(optimized order only; includes the plan's own fragmentation). *file*: the file's order as onnxruntime",
+        "runs it; *optimized*: `optimize --no-inplace` (order search of --time-limit s, then placement).",
+        "*ws nodes / ws MiB*: nodes with a workspace and their total workspace bytes. *arena bound*: the most",
+        "(64-byte aligned) bytes of onnxruntime's trace live at once; *error live* uses it in place of the arena",
+        "(the memory model against what is live, without either placement's fragmentation).",
+        "",
+        f"Largest |error|: {worst * 100:.2f}% with the workspace model ({worst_live * 100:.2f}% against the live",
+        f"bytes, i.e. without the fragmentation of the arena placed from onnxruntime's trace; plan: {worst_plan * 100:.2f}%),",
+        f"{worst_without * 100:.1f}% without it.",
+        "",
+        "| model | order | nodes | ws nodes | ws MiB | arena | arena bound | heap | heap = small | inputs | init. outside | fallbacks "
+        "| measured | predicted | error | error live | predicted without ws | error without ws | plan | plan error |",
+        "|---|---|---:|---:|---:|---:|---:|---:|:-:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['order']} | {r['nodes']} | {r['workspace_nodes']} | {_mib(r['workspace_bytes'])} "
+            f"| {_mib(r['arena'])} | {_mib(r['arena_lower_bound'])} | {_mib(r['heap'])} | {'yes' if r['heap_equals_small'] else 'NO'} "
+            f"| {_mib(r['inputs'])} | {_mib(r['initializers_outside'])} | {r['fallbacks']} | {_mib(r['measured'])} "
+            f"| {_mib(r['predicted'])} | {_pct(r['error'])} | {_pct(r['error_live'])} | {_mib(r['predicted_without_workspace'])} "
+            f"| {_pct(r['error_without_workspace'])} | {_mib(r['plan_prediction']) if 'plan_prediction' in r else ''} "
+            f"| {_pct(r.get('plan_error'))} |"
+        )
+    lines.append("")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines))
+    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
