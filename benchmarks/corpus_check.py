@@ -4,10 +4,14 @@
     nice python benchmarks/corpus_check.py --only resnet18.onnx --only vgg16.onnx
 
 Each graph is checked in its own subprocess (so its peak memory is its own,
-read from the child's max RSS): seeded inputs (`olla_onnx.export.compare.make_inputs`,
-seed 0), the PyTorch step (module forward, `loss.backward()`, `torch.optim`),
-then onnxruntime (CPU provider, default options), then the comparison (loss
-and every `param_out.*` within 1e-4 relative; state and update errors recorded).
+read from the child's max RSS): the test point (`olla_onnx.export.build.check_inputs`:
+the seeded inputs of `compare.make_inputs`, seed 0, moved so that every ReLU
+and max-pool decision has a margin, see `olla_onnx/export/testpoint.py`; its
+margins are recorded under `test_point`), the PyTorch step (module forward,
+`loss.backward()`, `torch.optim`), then onnxruntime (CPU provider, default
+options), then the comparison (loss and every `param_out.*` within 1e-4
+relative; state and update errors recorded). Freed memory is handed back to
+the system between the phases (malloc_trim), so the peak is the largest phase.
 Results go to benchmarks/results/corpus_check.json and into the `check`
 field of models/manifest.json (models/README.md is rewritten from it).
 With --float64 the step is also run in float64 PyTorch and both float32
@@ -34,33 +38,48 @@ RESULTS = ROOT / "benchmarks" / "results" / "corpus_check.json"
 RESULTS_F64 = ROOT / "benchmarks" / "results" / "corpus_check_float64.json"
 
 
-def check_one(fname: str, float64: bool = False) -> dict:
+def _trim() -> None:
+    """Collect garbage and give freed heap memory back to the system (glibc), so phases do not add up."""
+    import ctypes
     import gc
 
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+
+
+def check_one(fname: str, float64: bool = False) -> dict:
     import onnx
 
-    from olla_onnx.export.compare import compare, make_inputs, run_onnxruntime
+    from olla_onnx.export.build import check_inputs
+    from olla_onnx.export.compare import compare, run_onnxruntime
     from olla_onnx.export.corpus import BY_NAME, reference_step
 
     manifest = json.loads((MODELS / "manifest.json").read_text())
     rec = manifest["models"][fname]
     entry = BY_NAME[rec["model"]]
+    tiny = rec["variant"] == "tiny"
     model = onnx.load(MODELS / fname)
-    inputs = make_inputs(model, 0)
     t0 = time.perf_counter()
-    ref = reference_step(entry, entry.variant(rec["variant"] == "tiny"), inputs)
-    gc.collect()
+    inputs, _, point = check_inputs(entry, tiny, model)
+    _trim()
     t1 = time.perf_counter()
-    got = run_onnxruntime(model, inputs)
+    ref = reference_step(entry, entry.variant(tiny), inputs)
+    _trim()
     t2 = time.perf_counter()
+    got = run_onnxruntime(model, inputs)
+    del model
+    _trim()
+    t3 = time.perf_counter()
     result = compare(got, ref, inputs).as_dict()
-    result |= {"seed": 0, "torch_seconds": round(t1 - t0, 1), "onnxruntime_seconds": round(t2 - t1, 1)}
+    result |= {"seed": 0, "test_point": point, "test_point_seconds": round(t1 - t0, 1),
+               "torch_seconds": round(t2 - t1, 1), "onnxruntime_seconds": round(t3 - t2, 1)}
     if float64:
         import torch
 
-        del model
-        gc.collect()
-        exact = reference_step(entry, entry.variant(rec["variant"] == "tiny"), inputs, dtype=torch.float64)
+        exact = reference_step(entry, entry.variant(tiny), inputs, dtype=torch.float64)
         for label, answer in (("onnxruntime", got), ("torch_float32", ref)):
             c = compare(answer, exact, inputs)
             result[f"{label}_vs_float64"] = {"loss_rel_err": c.loss_rel, "max_param_rel_err": c.param_rel,
