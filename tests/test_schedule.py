@@ -15,7 +15,7 @@ from olla_onnx.schedule.bounds import _CutNetwork, final_step_bound, min_cut_bou
 from olla_onnx.schedule.decompose import solve_segments
 from olla_onnx.schedule.dp import exact_order, solve_window
 from olla_onnx.schedule.heuristics import RULES, beam_search, list_schedule
-from olla_onnx.schedule.local import _FastLive, improve_moves, improve_windows
+from olla_onnx.schedule.local import _FastLive, cut_restarts, improve_moves, improve_windows
 from olla_onnx.schedule.random_graphs import layered_dag, to_node_link, training_graph
 from olla_onnx.schedule.reduce import reduce_graph, windows
 
@@ -68,9 +68,16 @@ def test_min_cut_per_node_equals_best_over_orders(g):
         live = p.live_per_step(o)
         for s, v in enumerate(o):
             best[v] = live[s] if best[v] is None else min(best[v], live[s])
+    order = g.topological_order()
     for v in range(p.n):
         fixed = sum(p.size[t] for t in set(p.outs[v]) | set(p.ins[v]))
         assert fixed + net.min_cut(p, v) == best[v]
+        # the cut's down-set attains it: run it first (v last), then the rest
+        value, down = net.min_cut(p, v, want_set=True)
+        first = [u for u in order if down >> u & 1 and u != v] + [v]
+        split = first + [u for u in order if not down >> u & 1]
+        assert is_topological(g, split) and not down & net.desc[v]
+        assert fixed + value == best[v] == p.live_per_step(split)[len(first) - 1]
 
 
 @settings(max_examples=100, deadline=None)
@@ -130,7 +137,12 @@ def test_every_method_returns_valid_orders_never_worse(g):
     if b is not None:
         assert is_topological(g, b) and p.peak(b) < p.peak(inc)
     far = time.perf_counter() + 5
-    for o in (improve_windows(p, inc, far, sizes=(3, 5)), solve_segments(p, inc, far, segment=4), improve_moves(p, inc, far)):
+    for o in (
+        improve_windows(p, inc, far, sizes=(3, 5)),
+        solve_segments(p, inc, far, segment=4),
+        improve_moves(p, inc, far),
+        cut_restarts(p, inc, far, rounds=3),
+    ):
         assert is_topological(g, o) and p.peak(o) <= p.peak(inc)
     if p.n:
         pos = np.empty(p.n, dtype=np.int64)
@@ -396,3 +408,41 @@ def _problem_orders(p):
                 out.pop()
 
     yield from rec()
+
+
+def _chain_graph(spec, outputs):
+    """A graph from ``[(name, inputs, size)]`` (one output tensor per node, named after it)."""
+    from olla_onnx.graph import Graph, Node, Tensor
+
+    nodes = [Node(name, "op", tuple(ins), (name,)) for name, ins, _ in spec]
+    tensors = [Tensor(name, size) for name, _, size in spec]
+    return Graph.build(nodes, tensors, outputs)
+
+
+def test_moves_delay_a_private_branch_past_the_peak():
+    """x makes a tensor only x2 reads, x2 one that only the last node reads (a weight gradient
+    and its transpose): no single move helps (x2 alone leaves x's output live instead, z needs
+    e), the group {x, x2} after the chain does."""
+    g = _chain_graph(
+        [("s", [], 10), ("x", ["s"], 60), ("x2", ["x"], 60), ("b", [], 50), ("c", ["b"], 50),
+         ("d", ["c"], 50), ("e", ["d"], 1), ("z", ["x2", "e", "s"], 1)],
+        ["z"],
+    )
+    p = reduce_graph(g)
+    start = list(range(g.num_nodes))
+    moved = improve_moves(p, start, time.perf_counter() + 5)
+    assert p.to_bytes(p.peak(moved)) == brute_force(g) < simulate(g, start).peak
+
+
+def test_moves_delay_the_readers_of_a_shared_tensor():
+    """r is read by the forward (f) and by two nodes that make tensors read only at the end;
+    moving those two after the peak keeps r alive instead of both their outputs."""
+    g = _chain_graph(
+        [("r", [], 40), ("m1", ["r"], 30), ("m2", ["r"], 30), ("f", ["r"], 5), ("h1", ["f"], 60),
+         ("h2", ["h1"], 60), ("h3", ["h2"], 1), ("z", ["m1", "m2", "h3"], 1)],
+        ["z"],
+    )
+    p = reduce_graph(g)
+    start = list(range(g.num_nodes))
+    moved = improve_moves(p, start, time.perf_counter() + 5)
+    assert p.to_bytes(p.peak(moved)) == brute_force(g) < simulate(g, start).peak

@@ -76,7 +76,7 @@ def optimize_order(
     from olla_onnx.schedule.decompose import solve_segments
     from olla_onnx.schedule.fastdp import exact_order_fast as exact_order
     from olla_onnx.schedule.heuristics import RULES, beam_search, list_schedule
-    from olla_onnx.schedule.local import improve_moves, improve_windows
+    from olla_onnx.schedule.local import cut_restarts, improve_moves, improve_windows
     from olla_onnx.schedule.reduce import pin_constants, reduce_graph
     from olla_onnx.schedule.relax import region_bound
 
@@ -200,8 +200,13 @@ def optimize_order(
         before = best_peak
         offer("moves", improve_moves(problem, best, budget(0.5)))
         offer("windows", improve_windows(problem, best, budget(0.5)))
+        if best_peak == before and not done() and time.perf_counter() < end:
+            note("restarts from min-cut splits at the peak", 0.9)
+            offer("cut restarts", cut_restarts(problem, best, budget(0.4)))
+            if best_peak < before:
+                continue
         if best_peak == before and time.perf_counter() < end:
-            offer("windows", improve_windows(problem, best, budget(0.7), sizes=(24, 48, 96, 160), max_total=1_000_000))
+            offer("windows", improve_windows(problem, best, budget(0.7), sizes=(24, 48, 96, 160, 256), max_total=2_000_000))
             if not done() and time.perf_counter() < end:
                 note("exact search on relaxed regions", 0.95)
                 regions(1.0)

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import breadth_first_order, maximum_flow
 
 from olla_onnx.graph import reachability
 from olla_onnx.schedule.reduce import Problem
@@ -76,12 +78,14 @@ class _CutNetwork:
         self.cap = [s // self.q for s in problem.size]
         self.anc, self.desc = reachability(problem.preds, problem.succs, topo_order(problem))
 
-    def min_cut(self, problem: Problem, v: int) -> int:
-        import scipy.sparse as sp
-        from scipy.sparse.csgraph import maximum_flow
-
-        inside = self.anc[v] | (1 << v)
-        outside = self.desc[v]
+    def min_cut(self, problem: Problem, v: int, inside: int = 0, outside: int = 0, want_set: bool = False):
+        """Least bytes live while ``v`` runs, other than its own tensors, over the down-sets
+        that hold ``v``, its ancestors and ``inside`` and none of ``outside`` nor of ``v``'s
+        descendants. ``inside`` must be closed under ancestors and ``outside`` under
+        descendants (then a free node has no predecessor outside and no successor inside).
+        With ``want_set``, returns ``(value, down-set)`` with a down-set (bitset) attaining it."""
+        inside |= self.anc[v] | (1 << v)
+        outside |= self.desc[v]
         own = set(problem.outs[v]) | set(problem.ins[v])
         local: dict[int, int] = {}  # free node -> vertex id (0 = source, 1 = sink)
         rows: list[int] = []
@@ -147,7 +151,7 @@ class _CutNetwork:
                     cols.append(vid(p))
                     caps.append(inf)
         if not caps:
-            return const * self.q
+            return (const * self.q, inside) if want_set else const * self.q
         N = len(local) + 2 + helpers
         r = np.asarray(rows, dtype=np.int64)
         c = np.asarray(cols, dtype=np.int64)
@@ -157,8 +161,21 @@ class _CutNetwork:
             raise OverflowError("capacities exceed 32 bits")  # cannot happen: sizes are scaled below 2**29
         mat = sp.csr_matrix((np.asarray(caps, dtype=np.int32), (r, c)), shape=(N, N))
         mat.sum_duplicates()
-        flow = maximum_flow(mat, 0, 1).flow_value
-        return (const + int(flow)) * self.q
+        res = maximum_flow(mat, 0, 1)
+        value = (const + int(res.flow_value)) * self.q
+        if not want_set:
+            return value
+        # the source side of a minimum cut: what the source reaches in the residual network
+        resid = (mat - res.flow).tocsr()
+        resid.data = (resid.data > 0).astype(np.int32)
+        resid.eliminate_zeros()
+        reached = breadth_first_order(resid, 0, directed=True, return_predecessors=False)
+        ids = set(int(x) for x in reached)
+        down = inside
+        for u, x in local.items():
+            if x in ids:
+                down |= 1 << u
+        return value, down
 
 
 def min_cut_bound(

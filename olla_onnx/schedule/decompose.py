@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from olla_onnx.schedule.dp import solve_window
+from olla_onnx.schedule.fastdp import solve_window_fast
 from olla_onnx.schedule.reduce import Problem
 
 
@@ -55,7 +55,7 @@ def solve_segments(
         if time.perf_counter() > deadline:
             break
         upper = int(live[a:b].max())
-        res = solve_window(problem, cur, a, b, upper, 0, None, deadline, max_total)
+        res = solve_window_fast(problem, cur, a, b, upper, 0, deadline, max_total)
         if res.order is not None:
             cur = list(res.order)
             live = problem.live_per_step(cur)

@@ -80,6 +80,7 @@ def solve_window_fast(
     cands = {i for i in range(m) if missing[i] == 0}
     ever = 0
     total = 0
+    rate = 2e-8  # seconds per (new state x column), updated per level
     for k in range(m):
         L = len(pk)
         if L == 0:
@@ -133,6 +134,8 @@ def solve_window_fast(
 
         entries = []  # (candidate, valid mask, forced mask, trans, freed, lock after)
         for i in sorted(cands):
+            if deadline is not None and len(entries) % 16 == 15 and time.perf_counter() > deadline:
+                return WindowResult(None, None, False, total, True)
             rdy = all_in(preds[i])
             if rdy is False:
                 continue
@@ -182,8 +185,17 @@ def solve_window_fast(
         parts_pk = []
         parts_lv = []
         parts_lock = []
-        for (i, valid, forced, trans, freed, after), f in zip(entries, first_forced):
-            sel = (valid & ~taken) | f
+        sels = [(valid & ~taken) | f for (_, valid, *_rest), f in zip(entries, first_forced)]
+        produced = sum(int(sel.sum()) for sel in sels)
+        now = time.perf_counter()
+        # the expansion costs about ``rate`` seconds per new state and column (measured as we go):
+        # stop before a level that would run past the deadline
+        work = produced * (len(cols) + 64)
+        if (max_total is not None and total + produced > max_total) or (
+            deadline is not None and now + rate * work > deadline
+        ):
+            return WindowResult(None, None, False, total + produced, True)
+        for (i, valid, forced, trans, freed, after), sel in zip(entries, sels):
             idx = np.nonzero(sel)[0]
             if len(idx) == 0:
                 continue
@@ -236,6 +248,9 @@ def solve_window_fast(
         rows = nrows[:, keepc]
         pk, lv, lock = npk, nlv, nlock
         history.append((parent, node))
+        spent = time.perf_counter() - now
+        if work > 10_000:
+            rate = max(rate * 0.5, spent / work)
     if len(pk) == 0:
         return WindowResult(None, None, True, total, False)
     best = int(np.argmin(pk))

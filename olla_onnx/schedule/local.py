@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from olla_onnx.schedule.dp import solve_window
+from olla_onnx.schedule.fastdp import solve_window_fast
 from olla_onnx.schedule.reduce import Problem
 
 
@@ -53,7 +54,11 @@ def improve_windows(
                     if time.perf_counter() > deadline:
                         return cur
                     outside = max(int(live[:a].max(initial=0)), int(live[b:].max(initial=0)))
-                    res = solve_window(problem, cur, a, b, peak, min(outside, peak - 1), None, deadline, max_total)
+                    floor = min(outside, peak - 1)
+                    if k >= 40:  # the numpy DP pays off once levels hold many states
+                        res = solve_window_fast(problem, cur, a, b, peak, floor, deadline, max_total)
+                    else:
+                        res = solve_window(problem, cur, a, b, peak, floor, None, deadline, max_total)
                     if res.order is not None:
                         cur = list(res.order)
                         live = problem.live_per_step(cur)
@@ -210,16 +215,7 @@ def improve_moves(problem: Problem, order: Sequence[int], deadline: float, max_r
             if problem.persist[t] or pos[p] >= s or not problem.cons[t] or min(int(pos[c]) for c in problem.cons[t]) <= s:
                 continue
             gset = {p}
-            grew = True
-            while grew and len(gset) < 24:
-                grew = False
-                for u in list(gset):
-                    for q in preds[u]:
-                        if q in gset or len(gset) >= 24 or any(problem.persist[x] for x in problem.outs[q]):
-                            continue
-                        if all(w in gset for w in succs[q]):
-                            gset.add(q)
-                            grew = True
+            _add_private_producers(gset, preds, succs, problem, 24)
             outside = [int(pos[w]) for u in gset for w in succs[u] if w not in gset]
             latest = min(outside) if outside else n
             if latest <= s + 1:
@@ -242,6 +238,93 @@ def improve_moves(problem: Problem, order: Sequence[int], deadline: float, max_r
                 sc = score(lv)
                 if sc < best and (trial_best is None or sc < trial_best[0]):
                     trial_best = (sc, new_arr.tolist(), npos, lv)
+        # shared-input delay moves: the readers of one tensor ``u`` that run before s and make only
+        # tensors read after s (or kept to the end), moved after s together: then ``u`` may stay
+        # live instead of all they make (a relu output read by its mask, its pooled values and a
+        # saved difference, each kept for the backward)
+        if trial_best is None:
+            shared: dict[int, None] = {}
+            for t in by_size[:256]:
+                p = problem.prod[t]
+                if pos[p] < s and all(pos[c] > s for c in problem.cons[t]):
+                    for u in problem.ins[p]:
+                        if not problem.persist[u]:
+                            shared.setdefault(u, None)
+            for u in list(shared)[:32]:
+                if trial_best is not None or time.perf_counter() > deadline:
+                    break
+                gset: set[int] = set()
+                for c in problem.cons[u]:
+                    if pos[c] < s:
+                        down = _descendants_before(c, succs, pos, s, 16)
+                        if down is not None and len(gset | down) <= 24:
+                            gset |= down
+                if len(gset) < 2:
+                    continue
+                _add_private_producers(gset, preds, succs, problem, 32)
+                group = tuple(sorted(gset, key=lambda c: pos[c]))
+                if ("shared",) + group in tried_groups:
+                    continue
+                tried_groups.add(("shared",) + group)
+                outside = [int(pos[w]) for c in gset for w in succs[c] if w not in gset]
+                latest = min(outside) if outside else n
+                if latest <= s + 1:
+                    continue
+                garr = np.asarray(group, dtype=np.int64)
+                keep_mask = np.ones(n, dtype=bool)
+                keep_mask[pos[garr]] = False
+                rest = cur_arr[keep_mask]
+                at_low = s + 1 + int(np.argmin(live[s + 1:latest]))
+                for at in dict.fromkeys((s + 1, at_low, latest)):
+                    k = at - len(group)
+                    new_arr = np.concatenate([rest[:k], garr, rest[k:]])
+                    npos = np.empty(n, dtype=np.int64)
+                    npos[new_arr] = np.arange(n)
+                    lv = fast.live(npos)
+                    sc = score(lv)
+                    if sc < best and (trial_best is None or sc < trial_best[0]):
+                        trial_best = (sc, new_arr.tolist(), npos, lv)
+        # branch moves: a node at or before s whose descendants are few (a weight gradient and its
+        # update), moved later as a whole with its private producers: nothing outside needs the
+        # branch, so any later place is valid; the latest is the end
+        if trial_best is None:
+            made_live = {}  # producer -> bytes it made that are live at s
+            for t in range(len(problem.size)):
+                q = problem.prod[t]
+                if q in cands and pos[q] < s:
+                    made_live[q] = made_live.get(q, 0) + problem.size[t]
+            branch_roots = [int(cur_arr[s])] + sorted(made_live, key=lambda q: -made_live[q])
+            for v in branch_roots[:64]:
+                if trial_best is not None or time.perf_counter() > deadline:
+                    break
+                gset = _descendants_within(v, succs, 48)
+                if gset is None:
+                    continue
+                _add_private_producers(gset, preds, succs, problem, 64)
+                group = tuple(sorted(gset, key=lambda c: pos[c]))
+                if ("branch",) + group in tried_groups:
+                    continue
+                tried_groups.add(("branch",) + group)
+                garr = np.asarray(group, dtype=np.int64)
+                first = int(pos[garr].min())
+                if first > s:
+                    continue
+                keep_mask = np.ones(n, dtype=bool)
+                keep_mask[pos[garr]] = False
+                rest = cur_arr[keep_mask]
+                after = int((pos[garr] <= s).sum())  # group nodes at or before s
+                k_after_s = s + 1 - after  # index in ``rest`` just after the node now at step s
+                k_low = k_after_s + int(np.argmin(live[s + 1:])) if s + 1 < n else len(rest)
+                for k in dict.fromkeys((k_after_s, min(k_low, len(rest)), len(rest))):
+                    new_arr = np.concatenate([rest[:k], garr, rest[k:]])
+                    npos = np.empty(n, dtype=np.int64)
+                    npos[new_arr] = np.arange(n)
+                    if any(npos[q] > npos[c] for c in group for q in preds[c] if q not in gset):
+                        continue
+                    lv = fast.live(npos)
+                    sc = score(lv)
+                    if sc < best and (trial_best is None or sc < trial_best[0]):
+                        trial_best = (sc, new_arr.tolist(), npos, lv)
         for v in (cands if trial_best is None else ()):
             if time.perf_counter() > deadline:
                 break
@@ -276,3 +359,86 @@ def improve_moves(problem: Problem, order: Sequence[int], deadline: float, max_r
         if not improved:
             break
     return cur
+
+
+def _descendants_within(v: int, succs, limit: int) -> set[int] | None:
+    """``v`` and all its descendants, or None when they are more than ``limit``."""
+    seen = {v}
+    stack = [v]
+    while stack:
+        u = stack.pop()
+        for w in succs[u]:
+            if w not in seen:
+                seen.add(w)
+                if len(seen) > limit:
+                    return None
+                stack.append(w)
+    return seen
+
+
+def _descendants_before(v: int, succs, pos: np.ndarray, s: int, limit: int) -> set[int] | None:
+    """``v`` and its descendants that run before step ``s``, or None when one runs at ``s`` or they are more than ``limit``."""
+    seen = {v}
+    stack = [v]
+    while stack:
+        u = stack.pop()
+        for w in succs[u]:
+            if w in seen or pos[w] > s:
+                continue
+            if pos[w] == s or len(seen) >= limit:
+                return None
+            seen.add(w)
+            stack.append(w)
+    return seen
+
+
+def _add_private_producers(gset: set[int], preds, succs, problem: Problem, limit: int) -> None:
+    """Grow ``gset`` with the nodes all of whose successors are in it (and that make no graph output)."""
+    grew = True
+    while grew and len(gset) < limit:
+        grew = False
+        for u in list(gset):
+            for q in preds[u]:
+                if q in gset or len(gset) >= limit or any(problem.persist[x] for x in problem.outs[q]):
+                    continue
+                if all(w in gset for w in succs[q]):
+                    gset.add(q)
+                    grew = True
+
+
+def cut_restarts(problem: Problem, order: Sequence[int], deadline: float, rounds: int = 12) -> list[int]:
+    """Restarts of the move search from orders re-split at a peak node by a min cut there.
+
+    For the node ``v`` at a peak step, :meth:`~olla_onnx.schedule.bounds._CutNetwork.min_cut`
+    gives a down-set ``S`` (``v`` in it, no descendant of ``v``) with the least live total while
+    ``v`` runs. The order ``S`` (in the current order, ``v`` last) then the rest is topological
+    and holds exactly that total at ``v``, though other steps may rise; :func:`improve_moves`
+    then repairs it. The result is kept when it beats the best so far. Each round takes the
+    peak node of the best order, or the next node at a peak step not tried yet. Never worse
+    than ``order``. Cost per round: one max flow, O(n + E), and the move search.
+    """
+    from olla_onnx.schedule.bounds import _CutNetwork
+
+    best = list(order)
+    if problem.n < 3:
+        return best
+    net = _CutNetwork(problem)
+    live = problem.live_per_step(best)
+    peak = int(live.max())
+    tried: set[int] = set()
+    for _ in range(rounds):
+        now = time.perf_counter()
+        if now > deadline:
+            break
+        v = next((best[int(st)] for st in np.nonzero(live == peak)[0] if best[int(st)] not in tried), None)
+        if v is None:
+            break
+        tried.add(v)
+        _, down = net.min_cut(problem, v, want_set=True)
+        first = [u for u in best if (down >> u) & 1 and u != v] + [v]
+        new = first + [u for u in best if not (down >> u) & 1]
+        new = improve_moves(problem, new, min(deadline, now + max(0.2, (deadline - now) / 3)))
+        nl = problem.live_per_step(new)
+        if int(nl.max()) < peak:
+            best, live, peak = new, nl, int(nl.max())
+    return best
