@@ -91,7 +91,7 @@ def loop_rows(steps: int = 100) -> list[str]:
     d = open_session(data, "default", host)
     ref = train_loop(d, feeds, pairs, steps)
     d.close()
-    rows = [_loop_row("default", ref, steps, "| | | | ")]
+    rows = [_loop_row("default", ref, steps, "| | | ")]
     notes = []
     for label, inplace in (("planned", None), ("planned + in-place", pairs)):
         s, info = open_planned(data, feeds, inplace=inplace)
