@@ -11,7 +11,7 @@ from olla_onnx.frontends.networkx import graph_from_node_link
 from olla_onnx.graph import is_topological
 from olla_onnx.memory import ancestor_bound, simulate
 from olla_onnx.schedule import optimize_order
-from olla_onnx.schedule.bounds import _CutNetwork, final_step_bound, min_cut_bound
+from olla_onnx.schedule.bounds import _CutNetwork, final_step_bound, min_cut_bound, pair_cut_bound
 from olla_onnx.schedule.decompose import solve_segments
 from olla_onnx.schedule.dp import exact_order, solve_window
 from olla_onnx.schedule.heuristics import RULES, beam_search, list_schedule
@@ -90,11 +90,37 @@ def test_bounds_are_sound_and_ordered(g):
     cut_pruned = p.to_bytes(min_cut_bound(p, g.topological_order()).value)
     assert anc <= cut <= opt
     assert cut_pruned == cut
+    if p.n >= 2:
+        assert p.to_bytes(pair_cut_bound(p, g.topological_order(), heads=8, partners=8).value) <= opt
     assert p.to_bytes(final_step_bound(p)) <= opt if p.n else True
     # the last-step bound is exact for the last step: some order's last step holds exactly that much
     if p.n:
         last = min(int(p.live_per_step(o)[-1]) for o in all_topological_orders(g))
         assert final_step_bound(p) == last
+
+
+@settings(max_examples=100, deadline=None)
+@given(random_graphs(max_nodes=8))
+def test_pair_bound_is_sound_for_every_pair(g):
+    """Every incomparable pair's bound lies between the two per-node min cuts and the optimum,
+    and each of its cases bounds the orders that take that case."""
+    from olla_onnx.schedule.bounds import _pair_value
+
+    p = reduce_graph(g)
+    if p.n < 2 or sum(p.size) == 0:
+        return
+    net = _CutNetwork(p)
+    fixed = [sum(p.size[t] for t in set(p.outs[v]) | set(p.ins[v])) for v in range(p.n)]
+    orders = list(all_topological_orders(g))
+    opt = min(p.peak(o) for o in orders)
+    for a in range(p.n):
+        for b in range(p.n):
+            if a == b or (net.anc[a] | net.desc[a]) >> b & 1:
+                continue
+            val = _pair_value(p, net, fixed, a, b)
+            assert max(fixed[a] + net.min_cut(p, a), fixed[b] + net.min_cut(p, b)) <= val <= opt
+            a_first = _pair_value(p, net, fixed, a, b, at_least=10**12)  # the case "a before b" alone
+            assert a_first <= min(p.peak(o) for o in orders if o.index(a) < o.index(b))
 
 
 @settings(max_examples=80, deadline=None)

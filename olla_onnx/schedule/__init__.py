@@ -59,20 +59,24 @@ def optimize_order(
     beam_width: int = 64,
     exact_states: int = 1_500_000,
     ilp_max_nodes: int = 40,
+    big_graph: int = 2500,
 ) -> ScheduleResult:
     """The lowest-peak order found within ``time_limit`` seconds, with a lower bound and, if proven, optimality.
 
     Steps: stock orders (input, onnxruntime's default when available) and list
     schedules; the ancestor/descendant and last-step bounds; node and group
-    moves at the peak; the min-cut bound; beam search; moves from other
-    starts; the exact DP over the whole graph (up to ``exact_states`` states),
-    and on the relaxation with shared constants pinned; the ILP on small
-    graphs the DP could not settle; segment and window re-solving and moves
-    until the time is up. Stops as soon as the best
+    moves at the peak, from three starts; the min-cut bound and the pair
+    min-cut bound (both sides of a precedence choice); then, on graphs
+    of at most ``big_graph`` nodes, exact DPs on relaxed regions around the
+    peak (a bound), beam search, the exact DP over the whole graph (up to
+    ``exact_states`` states), and on the relaxation with shared constants
+    pinned, the ILP on small graphs the DP could not settle, segment
+    re-solving; finally moves, exact windows and restarts from min-cut splits
+    at the peak until the time is up. Stops as soon as the best
     order meets a bound. The returned order has been checked by
     :func:`olla_onnx.memory.simulate`; its peak never exceeds the input order's.
     """
-    from olla_onnx.schedule.bounds import final_step_bound, min_cut_bound
+    from olla_onnx.schedule.bounds import final_step_bound, min_cut_bound, pair_cut_bound
     from olla_onnx.schedule.decompose import solve_segments
     from olla_onnx.schedule.fastdp import exact_order_fast as exact_order
     from olla_onnx.schedule.heuristics import RULES, beam_search, list_schedule
@@ -150,19 +154,32 @@ def optimize_order(
         if cut.value > lb:
             lb, lb_method = cut.value, "min-cut"
 
+    def pairs(frac: float) -> None:
+        nonlocal lb, lb_method
+        pb = pair_cut_bound(problem, best, lb, budget(frac))
+        if pb.value > lb:
+            lb, lb_method = min(pb.value, best_peak), "pair min-cut"
+
+    if not done():
+        note("min cuts on both sides of a precedence", 0.28)
+        pairs(0.15)
+
     def regions(frac: float) -> None:
         nonlocal lb, lb_method
         rb = region_bound(problem, best, budget(frac), at_least=lb)
         if rb.value > lb:
             lb, lb_method = min(rb.value, best_peak), "region dp"
 
-    if not done():
+    # on big graphs (thousands of nodes: the full-size corpus) the whole-graph DPs, the beam and the
+    # segments rarely pay; their time goes to the moves and restarts of the loop below
+    small = problem.n <= big_graph
+    if not done() and small:
         note("exact search on relaxed regions", 0.3)
         regions(0.3)
-    if not done():
+    if not done() and small:
         note("beam search", 0.35)
         offer("beam", beam_search(problem, best, beam_width, budget(0.15)))
-    if not done():
+    if not done() and small:
         note("exact search over down-sets", 0.45)
         # wide graphs rarely finish: keep most of the time for the local search there
         res = exact_order(problem, best, best_peak, budget(0.75 if problem.n <= 1000 else 0.2), exact_states)
@@ -170,7 +187,7 @@ def optimize_order(
         if res.exhaustive:
             proof = "dp"
             lb, lb_method = best_peak, "dp"
-    relaxed = pin_constants(problem, lb // 1000) if not done() else None
+    relaxed = pin_constants(problem, lb // 1000) if not done() and small else None
     if relaxed is not None and time.perf_counter() < end:
         # exact DP on the relaxation with shared constants pinned: an order, and opt >= opt' - slack
         note("exact search, constants pinned", 0.6)
@@ -192,7 +209,7 @@ def optimize_order(
             proof = "ilp"
         if ires.bound is not None and ires.bound > lb:
             lb, lb_method = min(ires.bound, best_peak), "ilp"
-    if not done() and time.perf_counter() < end:
+    if not done() and small and time.perf_counter() < end:
         note("segments", 0.8)
         offer("segments", solve_segments(problem, best, budget(0.4)))
     while not done() and time.perf_counter() < end:
@@ -208,7 +225,10 @@ def optimize_order(
         if best_peak == before and time.perf_counter() < end:
             offer("windows", improve_windows(problem, best, budget(0.7), sizes=(24, 48, 96, 160, 256), max_total=2_000_000))
             if not done() and time.perf_counter() < end:
-                note("exact search on relaxed regions", 0.95)
+                note("min cuts on both sides of a precedence", 0.95)
+                pairs(0.5)
+            if not done() and time.perf_counter() < end:
+                note("exact search on relaxed regions", 0.97)
                 regions(1.0)
             break
 

@@ -92,14 +92,22 @@ class _FastLive:
                 flat_c.append(c)
         self.flat_t = np.asarray(flat_t, dtype=np.int64)
         self.flat_c = np.asarray(flat_c, dtype=np.int64)
+        # tensors with readers, and where their readers start in flat_c (grouped by tensor)
+        self.read = np.unique(self.flat_t)
+        self.offsets = np.searchsorted(self.flat_t, self.read)
 
-    def live(self, pos: np.ndarray) -> np.ndarray:
-        n = self.n
+    def span(self, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per tensor, the first and last step it is live."""
         start = pos[self.prod]
         end = start.copy()
         if len(self.flat_t):
-            np.maximum.at(end, self.flat_t, pos[self.flat_c])
-        end[self.persist] = n - 1
+            end[self.read] = np.maximum(end[self.read], np.maximum.reduceat(pos[self.flat_c], self.offsets))
+        end[self.persist] = self.n - 1
+        return start, end
+
+    def live(self, pos: np.ndarray) -> np.ndarray:
+        n = self.n
+        start, end = self.span(pos)
         delta = np.bincount(start, weights=self.size, minlength=n + 1) - np.bincount(end + 1, weights=self.size, minlength=n + 1)
         return np.cumsum(delta[:n]).astype(np.int64)
 
@@ -130,27 +138,17 @@ def improve_moves(problem: Problem, order: Sequence[int], deadline: float, max_r
     best = score(live)
     cur_arr = np.asarray(cur, dtype=np.int64)
     preds, succs = problem.preds, problem.succs
-    by_size = sorted(range(len(problem.size)), key=lambda t: -problem.size[t])
     for _ in range(max_rounds):
         if time.perf_counter() > deadline:
             break
         s = int(np.argmax(live))
         cands: dict[int, tuple[int, ...]] = {}
-        # tensors live at s: producer at or before s, alive after s
-        for t in range(len(problem.size)):
-            p = problem.prod[t]
-            if pos[p] > s:
-                continue
-            if problem.persist[t]:
-                last = n - 1
-            elif problem.cons[t]:
-                last = max(int(pos[c]) for c in problem.cons[t])
-            else:
-                last = int(pos[p])
-            if last < s:
-                continue
-            if pos[p] <= s:
-                cands.setdefault(p, ())
+        # tensors live at s (producer at or before s, alive after s), largest first
+        start, end = fast.span(pos)
+        at_s = np.nonzero((start <= s) & (end >= s))[0]
+        at_s = at_s[np.argsort(-fast.size[at_s], kind="stable")].tolist()
+        for t in at_s:
+            cands.setdefault(problem.prod[t], ())
             for c in problem.cons[t]:
                 if pos[c] >= s:
                     cands.setdefault(c, ())
@@ -160,7 +158,7 @@ def improve_moves(problem: Problem, order: Sequence[int], deadline: float, max_r
         # (its last use then comes before the peak; single-node moves cannot see that gain)
         tried_groups: set[tuple] = set()
         # largest tensors first, and the first move that helps is taken (rounds stay cheap on big graphs)
-        for t in by_size:
+        for t in at_s:
             if trial_best is not None or time.perf_counter() > deadline:
                 break
             p = problem.prod[t]
@@ -208,7 +206,7 @@ def improve_moves(problem: Problem, order: Sequence[int], deadline: float, max_r
         # delay moves: a tensor made before s and read only after it, moved after s together with
         # the part of its making that nothing else needs (a weight gradient's matmul and transposes:
         # what they read is often far smaller than what they make); up to 24 nodes
-        for t in by_size:
+        for t in at_s:
             if trial_best is not None or time.perf_counter() > deadline:
                 break
             p = problem.prod[t]
@@ -244,7 +242,7 @@ def improve_moves(problem: Problem, order: Sequence[int], deadline: float, max_r
         # saved difference, each kept for the backward)
         if trial_best is None:
             shared: dict[int, None] = {}
-            for t in by_size[:256]:
+            for t in at_s[:256]:
                 p = problem.prod[t]
                 if pos[p] < s and all(pos[c] > s for c in problem.cons[t]):
                     for u in problem.ins[p]:
@@ -288,10 +286,10 @@ def improve_moves(problem: Problem, order: Sequence[int], deadline: float, max_r
         # update), moved later as a whole with its private producers: nothing outside needs the
         # branch, so any later place is valid; the latest is the end
         if trial_best is None:
-            made_live = {}  # producer -> bytes it made that are live at s
-            for t in range(len(problem.size)):
+            made_live: dict[int, int] = {}  # producer -> bytes it made that are live at s
+            for t in at_s:
                 q = problem.prod[t]
-                if q in cands and pos[q] < s:
+                if pos[q] < s:
                     made_live[q] = made_live.get(q, 0) + problem.size[t]
             branch_roots = [int(cur_arr[s])] + sorted(made_live, key=lambda q: -made_live[q])
             for v in branch_roots[:64]:
