@@ -104,7 +104,9 @@ def test_bounds_are_sound_and_ordered(g):
 def test_pair_bound_is_sound_for_every_pair(g):
     """Every incomparable pair's bound lies between the two per-node min cuts and the optimum,
     and each of its cases bounds the orders that take that case."""
-    from olla_onnx.schedule.bounds import _pair_value
+    import itertools
+
+    from olla_onnx.schedule.bounds import _pair_value, _set_order_value
 
     p = reduce_graph(g)
     if p.n < 2 or sum(p.size) == 0:
@@ -121,6 +123,13 @@ def test_pair_bound_is_sound_for_every_pair(g):
             assert max(fixed[a] + net.min_cut(p, a), fixed[b] + net.min_cut(p, b)) <= val <= opt
             a_first = _pair_value(p, net, fixed, a, b, at_least=10**12)  # the case "a before b" alone
             assert a_first <= min(p.peak(o) for o in orders if o.index(a) < o.index(b))
+    # any set of nodes, ordered every way the graph allows: between its pairs' bounds and the optimum
+    for trio in itertools.combinations(range(p.n), 3):
+        val = _set_order_value(p, net, fixed, list(trio))
+        assert val <= opt
+        for a, b in itertools.combinations(trio, 2):
+            if not (net.anc[a] | net.desc[a]) >> b & 1:
+                assert _pair_value(p, net, fixed, a, b) <= val
 
 
 @settings(max_examples=80, deadline=None)

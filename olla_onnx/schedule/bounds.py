@@ -248,6 +248,7 @@ def pair_cut_bound(
     deadline: float | None = None,
     heads: int = 6,
     partners: int = 8,
+    group: int = 8,
 ) -> CutBound:
     """A bound from min cuts on both sides of a precedence choice between two nodes (scaled, resident excluded).
 
@@ -267,9 +268,14 @@ def pair_cut_bound(
     ``a`` runs over the nodes at the incumbent's highest steps (``heads`` of
     them); ``b`` over the nodes on which the incumbent's down-set at ``a`` and
     ``a``'s own min-cut down-set disagree, largest outputs first
-    (``partners`` of them). A pair whose nodes both hold at most the best
-    bound in the incumbent is skipped (its bound cannot exceed that). Cost:
-    four max flows per pair.
+    (``partners`` of them), and the ``2 * partners`` incomparable nodes that
+    make the most bytes; largest first. Then the same argument runs over
+    every order of ``a`` and ``k - 1`` others, for ``k = 3, 4, ...`` up to
+    ``group`` while the deadline allows (:func:`_set_order_value`): its best
+    partners by pair value (one per chain), or the sinks that make the most
+    bytes kept to the end. Heads whose incumbent live total is at most
+    the best bound so far are not tried (no bound with them can exceed that). Cost:
+    four max flows per pair, at most ``3 * partners`` pairs per head.
     """
     n = problem.n
     if n < 2:
@@ -281,15 +287,20 @@ def pair_cut_bound(
     pos = np.empty(n, dtype=np.int64)
     pos[np.asarray(incumbent)] = np.arange(n)
     out_bytes = [sum(problem.size[t] for t in problem.outs[v]) for v in range(n)]
+    by_out = sorted(range(n), key=lambda u: -out_bytes[u])[: 6 * partners + heads]
+    kept = [sum(problem.size[t] for t in problem.outs[v] if problem.persist[t]) for v in range(n)]
+    by_kept = sorted((v for v in range(n) if not problem.succs[v] and kept[v]), key=lambda u: -kept[u])[: group + heads]
     net = _CutNetwork(problem)
     anc, desc = net.anc, net.desc
     best, best_node, tried = at_least, None, 0
+    top = int(live.max())  # no bound exceeds the incumbent's peak
     for step in np.argsort(-live, kind="stable")[:heads]:
         a = int(incumbent[int(step)])
         if ub[a] <= best:
             break
         if deadline is not None and time.perf_counter() > deadline:
             return CutBound(best, best_node, tried, False)
+        t_head = time.perf_counter()
         _, down = net.min_cut(problem, a, want_set=True)
         prefix = 0
         for u in incumbent[: int(step) + 1]:
@@ -302,16 +313,93 @@ def pair_cut_bound(
             differ ^= low
             cands.append(low.bit_length() - 1)
         cands.sort(key=lambda u: -out_bytes[u])
-        for b in cands[:partners]:
-            if max(ub[a], ub[b]) <= best:
-                continue
+        # and the incomparable nodes that make the most bytes, wherever the two orders put them
+        free = [u for u in by_out if not (comparable >> u) & 1][: 2 * partners]
+        scored = []
+        for b in sorted(set(cands[:partners] + free), key=lambda u: -out_bytes[u]):
             if deadline is not None and time.perf_counter() > deadline:
                 return CutBound(best, best_node, tried, False)
             tried += 1
-            val = _pair_value(problem, net, fixed, a, b, best)
+            # no early exit: the pairs' values also choose the partners of the larger groups below
+            val = _pair_value(problem, net, fixed, a, b)
+            scored.append((val, b))
             if val > best:
                 best, best_node = val, a
+        # the same argument over every order of ``a`` and its best partners (up to ``group`` nodes)
+        # growing while the time allows: k nodes take up to k * 2**(k-1) max flows. Partners by
+        # pair value, skipping one comparable with a partner already taken (a node of the same
+        # update chain adds little: the two cannot swap)
+        scored.sort(reverse=True)
+        chosen: list[int] = []
+        reach = 0
+        for _, b in scored:
+            if not (reach >> b) & 1:
+                chosen.append(b)
+                reach |= anc[b] | desc[b] | (1 << b)
+        # and the sinks that make the most bytes kept to the end (the updates of a training step:
+        # the last of them runs with all the others' results live)
+        sinks = [u for u in by_kept if not (comparable >> u) & 1]
+        per_cut = (time.perf_counter() - t_head) / max(1, 4 * len(scored) + 1)
+        for k in range(3, group + 1):
+            for team in (chosen, sinks):
+                if len(team) < k - 1:
+                    continue
+                if deadline is not None and time.perf_counter() + per_cut * k * 2 ** (k - 1) > deadline:
+                    return CutBound(best, best_node, tried, False)
+                val = _set_order_value(problem, net, fixed, [a] + team[: k - 1])
+                tried += 1
+                if val > best:
+                    best, best_node = val, a
+                if best >= top:
+                    return CutBound(best, best_node, tried, True)
     return CutBound(best, best_node, tried, True)
+
+
+def _set_order_value(problem: Problem, net: _CutNetwork, fixed: Sequence[int], nodes: Sequence[int]) -> int:
+    """The least, over the orders of ``nodes`` that the graph allows, of the largest restricted min
+    cut among them: each node's down-set holds the nodes before it and their ancestors, and none of
+    the nodes after it nor their descendants. Every order of the graph orders ``nodes`` one way, so
+    this is a lower bound (the pair bound is the case of two nodes). Cost: at most
+    ``k * 2**(k-1)`` max flows for ``k`` nodes (a DP over the sets of nodes run first)."""
+    anc, desc = net.anc, net.desc
+    k = len(nodes)
+    full = (1 << k) - 1
+    cuts: dict[tuple[int, int], int | None] = {}
+
+    def cut(i: int, before: int) -> int | None:
+        key = (i, before)
+        if key not in cuts:
+            inside = outside = 0
+            for j, u in enumerate(nodes):
+                if before >> j & 1:
+                    inside |= anc[u] | (1 << u)
+                elif j != i:
+                    outside |= desc[u] | (1 << u)
+            x = nodes[i]
+            if (inside >> x) & 1 or (outside >> x) & 1 or inside & outside:
+                cuts[key] = None  # no order of the graph runs the nodes this way
+            else:
+                cuts[key] = fixed[x] + net.min_cut(problem, x, inside=inside, outside=outside)
+        return cuts[key]
+
+    memo: dict[int, int] = {full: 0}
+
+    def solve(before: int) -> int:
+        if before in memo:
+            return memo[before]
+        val = None
+        for i in range(k):
+            if before >> i & 1:
+                continue
+            c = cut(i, before)
+            if c is None:
+                continue
+            v = max(c, solve(before | (1 << i)))
+            val = v if val is None or v < val else val
+        memo[before] = val if val is not None else 0
+        return memo[before]
+
+    return solve(0)
 
 
 def _pair_value(problem: Problem, net: _CutNetwork, fixed: Sequence[int], a: int, b: int, at_least: int = 0) -> int:
