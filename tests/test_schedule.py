@@ -425,24 +425,9 @@ def test_region_bound_proves_a_layered_dag():
 
 def _problem_orders(p):
     """Every topological order of a scheduling problem (exponential: tiny problems only)."""
-    indeg = [len(x) for x in p.preds]
-    out: list[int] = []
+    from types import SimpleNamespace
 
-    def rec():
-        if len(out) == p.n:
-            yield list(out)
-            return
-        for v in range(p.n):
-            if indeg[v] == 0 and v not in out:
-                out.append(v)
-                for w in p.succs[v]:
-                    indeg[w] -= 1
-                yield from rec()
-                for w in p.succs[v]:
-                    indeg[w] += 1
-                out.pop()
-
-    yield from rec()
+    return all_topological_orders(SimpleNamespace(num_nodes=p.n, preds=p.preds, succs=p.succs))
 
 
 def _chain_graph(spec, outputs):

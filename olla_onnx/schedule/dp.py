@@ -161,6 +161,21 @@ def _build_window(problem: Problem, order: Sequence[int], a: int, b: int, floor:
     )
 
 
+def _pairs(w: _Window) -> list[int]:
+    """Per window node, its contracted partner or -1. A deferrable ``u`` whose only successor in
+    the window is ``c``, where ``u`` is ``c``'s only predecessor in the window, runs directly
+    before ``c`` in some best order (the deferral rule); ``u`` and ``c`` are one move."""
+    m = len(w.nodes)
+    pair = [-1] * m
+    for i in range(m):
+        oc = w.outcons[i]
+        if w.defer >> i & 1 and oc and oc & (oc - 1) == 0:
+            c = oc.bit_length() - 1
+            if w.predmask[c] == 1 << i:
+                pair[i] = c
+    return pair
+
+
 def solve_window(
     problem: Problem,
     order: Sequence[int],
@@ -192,15 +207,7 @@ def solve_window(
             ready0 |= 1 << i
     outsz, keep, frees, predmask, succs = w.outsz, w.keep, w.frees, w.predmask, w.succs
     defer, outcons = w.defer, w.outcons
-    # Pairs (deferral, contracted): a deferrable u whose only reader in the window is c, where u is
-    # c's only predecessor in the window, runs directly before c in some best order; u and c are one move.
-    pair = [-1] * m
-    for i in range(m):
-        oc = outcons[i]
-        if defer >> i & 1 and oc and oc & (oc - 1) == 0:
-            c = oc.bit_length() - 1
-            if predmask[c] == 1 << i:
-                pair[i] = c
+    pair = _pairs(w)
     # levels[k]: mask (k nodes run) -> (peak, live, ready mask); parent: mask -> (parent mask, nodes)
     levels: list[dict[int, tuple[int, int, int]]] = [dict() for _ in range(m + 1)]
     levels[0][0] = (w.floor, w.base, ready0)

@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from olla_onnx.schedule.dp import WindowResult, _build_window
+from olla_onnx.schedule.dp import WindowResult, _build_window, _pairs
 from olla_onnx.schedule.reduce import Problem
 
 
@@ -59,13 +59,7 @@ def solve_window_fast(
     defer, outcons = w.defer, w.outcons
     preds = [_bits(pm) for pm in predmask]
     succs = w.succs
-    pair = [-1] * m
-    for i in range(m):
-        oc = outcons[i]
-        if defer >> i & 1 and oc and oc & (oc - 1) == 0:
-            c = oc.bit_length() - 1
-            if predmask[c] == 1 << i:
-                pair[i] = c
+    pair = _pairs(w)
     # the frees of node i as (size, other consumers in the window)
     frees_other = [[(sz, [c for c in _bits(cm) if c != i]) for sz, cm in frees[i]] for i in range(m)]
     # per level: intersection (int), columns (node ids), rows (bool), peak, live, lock (-1 or node)

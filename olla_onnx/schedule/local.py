@@ -154,9 +154,37 @@ def improve_moves(problem: Problem, order: Sequence[int], deadline: float, max_r
                     cands.setdefault(c, ())
         improved = False
         trial_best = None
-        # group moves: all the readers of a tensor live at s that run after s, moved to just before s
-        # (its last use then comes before the peak; single-node moves cannot see that gain)
         tried_groups: set[tuple] = set()
+
+        def try_group(kind: str, gset: set[int], steps) -> None:
+            """Move the nodes ``gset`` (in their order) to just before the node now at each of
+            ``steps`` (``n``: the end); keep the best valid one that beats the current score."""
+            nonlocal trial_best
+            group = tuple(sorted(gset, key=lambda c: pos[c]))
+            if (kind,) + group in tried_groups:
+                return
+            tried_groups.add((kind,) + group)
+            garr = np.asarray(group, dtype=np.int64)
+            gpos = pos[garr]
+            keep_mask = np.ones(n, dtype=bool)
+            keep_mask[gpos] = False
+            rest = cur_arr[keep_mask]
+            for at in dict.fromkeys(int(x) for x in steps):
+                k = at - int((gpos < at).sum())  # the index in ``rest`` of the node now at step ``at``
+                new_arr = np.concatenate([rest[:k], garr, rest[k:]])
+                npos = np.empty(n, dtype=np.int64)
+                npos[new_arr] = np.arange(n)
+                if any(npos[q] > npos[c] for c in group for q in preds[c] if q not in gset) or any(
+                    npos[w] < npos[c] for c in group for w in succs[c] if w not in gset
+                ):
+                    continue
+                lv = fast.live(npos)
+                sc = score(lv)
+                if sc < best and (trial_best is None or sc < trial_best[0]):
+                    trial_best = (sc, new_arr.tolist(), npos, lv)
+
+        # group moves: all the readers of a tensor live at s that run after s, moved to just before s
+        # (its last use then comes before the peak; single-node moves cannot see that gain);
         # largest tensors first, and the first move that helps is taken (rounds stay cheap on big graphs)
         for t in at_s:
             if trial_best is not None or time.perf_counter() > deadline:
@@ -182,27 +210,9 @@ def improve_moves(problem: Problem, order: Sequence[int], deadline: float, max_r
                         stack.append(q)
             if not ok:
                 continue
-            group = tuple(sorted(gset, key=lambda c: pos[c]))
-            if group in tried_groups:
-                continue
-            tried_groups.add(group)
-            earliest = max((int(pos[q]) + 1 for c in group for q in preds[c] if q not in gset), default=0)
+            earliest = max((int(pos[q]) + 1 for c in gset for q in preds[c] if q not in gset), default=0)
             # insert where the group's extra bytes hurt least: the step of least live bytes before s, or at s
-            at_low = earliest + int(np.argmin(live[earliest:s + 1]))
-            garr = np.asarray(group, dtype=np.int64)
-            gpos = pos[garr]
-            keep_mask = np.ones(n, dtype=bool)
-            keep_mask[gpos] = False
-            rest = cur_arr[keep_mask]
-            for at in dict.fromkeys((at_low, s)):
-                k = at - int((gpos < at).sum())  # the index in ``rest`` of the node now at step ``at``
-                new_arr = np.concatenate([rest[:k], garr, rest[k:]])
-                npos = np.empty(n, dtype=np.int64)
-                npos[new_arr] = np.arange(n)
-                lv = fast.live(npos)
-                sc = score(lv)
-                if sc < best and (trial_best is None or sc < trial_best[0]):
-                    trial_best = (sc, new_arr.tolist(), npos, lv)
+            try_group("early", gset, (earliest + int(np.argmin(live[earliest:s + 1])), s))
         # delay moves: a tensor made before s and read only after it, moved after s together with
         # the part of its making that nothing else needs (a weight gradient's matmul and transposes:
         # what they read is often far smaller than what they make); up to 24 nodes
@@ -214,32 +224,12 @@ def improve_moves(problem: Problem, order: Sequence[int], deadline: float, max_r
                 continue
             gset = {p}
             _add_private_producers(gset, preds, succs, problem, 24)
-            outside = [int(pos[w]) for u in gset for w in succs[u] if w not in gset]
-            latest = min(outside) if outside else n
-            if latest <= s + 1:
-                continue
-            group = tuple(sorted(gset, key=lambda c: pos[c]))
-            if ("late",) + group in tried_groups:
-                continue
-            tried_groups.add(("late",) + group)
-            garr = np.asarray(group, dtype=np.int64)
-            keep_mask = np.ones(n, dtype=bool)
-            keep_mask[pos[garr]] = False
-            rest = cur_arr[keep_mask]
-            at_low = s + 1 + int(np.argmin(live[s + 1:latest]))
-            for at in dict.fromkeys((s + 1, at_low, latest)):
-                k = at - len(group)  # every group node runs before ``at``
-                new_arr = np.concatenate([rest[:k], garr, rest[k:]])
-                npos = np.empty(n, dtype=np.int64)
-                npos[new_arr] = np.arange(n)
-                lv = fast.live(npos)
-                sc = score(lv)
-                if sc < best and (trial_best is None or sc < trial_best[0]):
-                    trial_best = (sc, new_arr.tolist(), npos, lv)
-        # shared-input delay moves: the readers of one tensor ``u`` that run before s and make only
-        # tensors read after s (or kept to the end), moved after s together: then ``u`` may stay
-        # live instead of all they make (a relu output read by its mask, its pooled values and a
-        # saved difference, each kept for the backward)
+            latest = min((int(pos[w]) for u in gset for w in succs[u] if w not in gset), default=n)
+            if latest > s + 1:
+                try_group("late", gset, (s + 1, s + 1 + int(np.argmin(live[s + 1:latest])), latest))
+        # shared-input delay moves: the readers of one tensor ``u`` that run before s (with what
+        # they feed before s), moved after s together: then ``u`` may stay live instead of all they
+        # make (a relu output read by its mask, its pooled values and a saved difference)
         if trial_best is None:
             shared: dict[int, None] = {}
             for t in at_s[:256]:
@@ -251,7 +241,7 @@ def improve_moves(problem: Problem, order: Sequence[int], deadline: float, max_r
             for u in list(shared)[:32]:
                 if trial_best is not None or time.perf_counter() > deadline:
                     break
-                gset: set[int] = set()
+                gset = set()
                 for c in problem.cons[u]:
                     if pos[c] < s:
                         down = _descendants_before(c, succs, pos, s, 16)
@@ -260,32 +250,13 @@ def improve_moves(problem: Problem, order: Sequence[int], deadline: float, max_r
                 if len(gset) < 2:
                     continue
                 _add_private_producers(gset, preds, succs, problem, 32)
-                group = tuple(sorted(gset, key=lambda c: pos[c]))
-                if ("shared",) + group in tried_groups:
-                    continue
-                tried_groups.add(("shared",) + group)
-                outside = [int(pos[w]) for c in gset for w in succs[c] if w not in gset]
-                latest = min(outside) if outside else n
-                if latest <= s + 1:
-                    continue
-                garr = np.asarray(group, dtype=np.int64)
-                keep_mask = np.ones(n, dtype=bool)
-                keep_mask[pos[garr]] = False
-                rest = cur_arr[keep_mask]
-                at_low = s + 1 + int(np.argmin(live[s + 1:latest]))
-                for at in dict.fromkeys((s + 1, at_low, latest)):
-                    k = at - len(group)
-                    new_arr = np.concatenate([rest[:k], garr, rest[k:]])
-                    npos = np.empty(n, dtype=np.int64)
-                    npos[new_arr] = np.arange(n)
-                    lv = fast.live(npos)
-                    sc = score(lv)
-                    if sc < best and (trial_best is None or sc < trial_best[0]):
-                        trial_best = (sc, new_arr.tolist(), npos, lv)
+                latest = min((int(pos[w]) for c in gset for w in succs[c] if w not in gset), default=n)
+                if latest > s + 1:
+                    try_group("shared", gset, (s + 1, s + 1 + int(np.argmin(live[s + 1:latest])), latest))
         # branch moves: a node at or before s whose descendants are few (a weight gradient and its
         # update), moved later as a whole with its private producers: nothing outside needs the
         # branch, so any later place is valid; the latest is the end
-        if trial_best is None:
+        if trial_best is None and s + 1 < n:
             made_live: dict[int, int] = {}  # producer -> bytes it made that are live at s
             for t in at_s:
                 q = problem.prod[t]
@@ -296,33 +267,9 @@ def improve_moves(problem: Problem, order: Sequence[int], deadline: float, max_r
                 if trial_best is not None or time.perf_counter() > deadline:
                     break
                 gset = _descendants_within(v, succs, 48)
-                if gset is None:
-                    continue
-                _add_private_producers(gset, preds, succs, problem, 64)
-                group = tuple(sorted(gset, key=lambda c: pos[c]))
-                if ("branch",) + group in tried_groups:
-                    continue
-                tried_groups.add(("branch",) + group)
-                garr = np.asarray(group, dtype=np.int64)
-                first = int(pos[garr].min())
-                if first > s:
-                    continue
-                keep_mask = np.ones(n, dtype=bool)
-                keep_mask[pos[garr]] = False
-                rest = cur_arr[keep_mask]
-                after = int((pos[garr] <= s).sum())  # group nodes at or before s
-                k_after_s = s + 1 - after  # index in ``rest`` just after the node now at step s
-                k_low = k_after_s + int(np.argmin(live[s + 1:])) if s + 1 < n else len(rest)
-                for k in dict.fromkeys((k_after_s, min(k_low, len(rest)), len(rest))):
-                    new_arr = np.concatenate([rest[:k], garr, rest[k:]])
-                    npos = np.empty(n, dtype=np.int64)
-                    npos[new_arr] = np.arange(n)
-                    if any(npos[q] > npos[c] for c in group for q in preds[c] if q not in gset):
-                        continue
-                    lv = fast.live(npos)
-                    sc = score(lv)
-                    if sc < best and (trial_best is None or sc < trial_best[0]):
-                        trial_best = (sc, new_arr.tolist(), npos, lv)
+                if gset is not None:
+                    _add_private_producers(gset, preds, succs, problem, 64)
+                    try_group("branch", gset, (s + 1, s + 1 + int(np.argmin(live[s + 1:])), n))
         for v in (cands if trial_best is None else ()):
             if time.perf_counter() > deadline:
                 break
