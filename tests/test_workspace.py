@@ -36,34 +36,10 @@ def _feeds(model: onnx.ModelProto) -> dict[str, np.ndarray]:
 
 
 def _measured_scratch(model: onnx.ModelProto, threads: int | None) -> int:
-    """Bytes requested and freed again inside one run of a planned-style session (onnxruntime's reuse off).
+    """What onnxruntime requests and frees again inside one run (the node's scratch)."""
+    from olla_onnx.runtime.scratch import scratch_bytes
 
-    Inputs are fed by the caller and outputs stay allocated until the run returns, so what is
-    freed inside the run is the kernel's scratch. ``threads`` None: onnxruntime's default.
-    """
-    from olla_onnx.runtime.allocator import RecordingAllocator, env_allocator
-
-    so = ort.SessionOptions()
-    so.add_session_config_entry("session.use_env_allocators", "1")
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.execution_order = ort.ExecutionOrder.PRIORITY_BASED
-    so.enable_mem_pattern = False
-    so.enable_mem_reuse = False
-    if threads is not None:
-        so.intra_op_num_threads = threads
-    rec = RecordingAllocator()
-    feeds = _feeds(model)
-    with env_allocator().serving(rec):
-        sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-        sess.run(None, feeds)  # warm-up
-        start = rec.log.mark()
-        raw = sess.run(None, feeds)
-        log, stop = rec.log, rec.log.mark()
-        del raw
-        del sess
-    sizes = {log.ident[t]: log.size[t] for t in range(start, stop) if log.kind[t]}
-    freed = {log.ident[t] for t in range(start, stop) if not log.kind[t]}
-    return sum(s for i, s in sizes.items() if i in freed)
+    return scratch_bytes(model.SerializeToString(), _feeds(model), threads)
 
 
 def _predicted(model: onnx.ModelProto, threads: int | None) -> int:
@@ -92,6 +68,15 @@ CASES = {
     "log_softmax along axis 1 (transposed twice)": _one_node("LogSoftmax", {"x": ((2, 3, 4, 5), F)}, (2, 3, 4, 5), axis=1),
     "softmax along the last axis (none)": _one_node("Softmax", {"x": ((2, 3, 4), F)}, (2, 3, 4), axis=-1),
     "softmax opset 11 (none)": _one_node("Softmax", {"x": ((2, 3, 4), F)}, (2, 3, 4), opset=11, axis=1),
+    "conv auto_pad SAME_UPPER, strided, one image": _conv((1, 4, 9, 9), (4, 4, 3, 3), (1, 4, 5, 5), auto_pad="SAME_UPPER", strides=[2, 2]),
+    "conv 4 spatial dims (generic im2col)": _conv((2, 2, 4, 4, 4, 4), (3, 2, 2, 2, 2, 2), (2, 3, 3, 3, 3, 3)),
+    "conv_transpose grouped": _one_node("ConvTranspose", {"x": ((2, 8, 5, 5), F), "w": ((8, 3, 3, 3), F)}, (2, 6, 7, 7), group=2),
+    "conv_transpose 1x1": _one_node("ConvTranspose", {"x": ((2, 8, 5, 5), F), "w": ((8, 3, 1, 1), F)}, (2, 3, 5, 5)),
+    "where int64, scalar branch": _one_node(
+        "Where", {"c": ((4, 6), TensorProto.BOOL), "a": ((4, 6), TensorProto.INT64), "b": ((), TensorProto.INT64)},
+        (4, 6), elem=TensorProto.INT64,
+    ),
+    "softmax along axis 0 of 2": _one_node("Softmax", {"x": ((3, 4), F)}, (3, 4), axis=0),
     "matmul (none)": _one_node("MatMul", {"a": ((8, 16), F), "b": ((16, 4), F)}, (8, 4)),
 }
 

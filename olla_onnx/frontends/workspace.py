@@ -9,9 +9,11 @@ extra output of that size that nothing reads and that is not a graph output
 keeps live exactly while the node runs.
 
 The rules, for onnxruntime 1.32's CPU execution provider, as seen through its
-allocator (olla-onnx's recording allocator, each node run alone,
-``benchmarks/prediction_cpu.py``) and read from its public source (MLAS
-``convolve.cpp``, ``conv_transpose.cc``, ``where_op.cc``, ``softmax.cc``):
+allocator (olla-onnx's recording allocator, each node run alone: every
+branch in ``tests/test_workspace.py``, every node of the corpus's tiny
+models in ``benchmarks/prediction_cpu.py --per-node``) and read from its
+public source (MLAS ``convolve.cpp``, ``conv_transpose.cc``,
+``where_op.cc``, ``softmax.cc``):
 
 - ``Conv`` (float32, 1 to 3 spatial dimensions; MLAS). With ``K`` = input
   channels per group x kernel size, ``S`` = output pixels, ``F`` = output
@@ -32,20 +34,18 @@ allocator (olla-onnx's recording allocator, each node run alone,
   (Newer MLAS sources size the ``B * G > 1`` case as one whole im2col
   matrix per thread; onnxruntime 1.32 measurably does not.)
 
-  float64 ``Conv`` (the generic kernel): the im2col matrix, ``K * S``
-  doubles, unless the kernel is 1 with stride 1 and no padding; more than 3
-  spatial dimensions (float32): the same.
-- ``ConvTranspose`` (float32, float64): the column matrix, ``F * kernel size
-  * input pixels`` elements, ``F`` = output channels per group.
+  More than 3 spatial dimensions: the whole im2col matrix, ``K * S`` floats.
+- ``ConvTranspose`` (float32): the column matrix, ``F * kernel size * input
+  pixels`` floats, ``F`` = output channels per group.
 - ``Where``: the two selections ``broadcast(condition, X)`` and
   ``broadcast(condition, Y)``, each in the output's element type.
 - ``Softmax``, ``LogSoftmax`` from opset 13 on, along an axis other than the
   last: the input transposed and the output before its transpose back, two
   buffers of the input's size.
 
-Every other op: none (each node of the corpus run alone in onnxruntime
-allocated nothing else). Not modelled: other dtypes of the ops above, other
-execution providers, kernels chosen at graph-optimization levels above
+Every other op: none (no other node of the corpus requests scratch; onnxruntime's
+CPU provider has no float64 Conv/ConvTranspose). Not modelled: other
+dtypes of the ops above, other execution providers, kernels chosen at graph-optimization levels above
 ``ORT_DISABLE_ALL`` (NCHWc convolutions), and hybrid CPUs, whose degree of
 parallelism onnxruntime may scale beyond the thread count.
 
@@ -74,7 +74,7 @@ _MLAS_PER_THREAD = 128 * 128  # MLAS_SGEMM_STRIDEN * MLAS_SGEMM_STRIDEK floats
 _MLAS_THREAD_COMPLEXITY = 64 * 1024  # MLAS_SGEMM_THREAD_COMPLEXITY
 _MLAS_STRIDEN_ALIGN = 16  # MLAS_SGEMM_STRIDEN_THREAD_ALIGN
 
-_FLOAT, _DOUBLE = 1, 11  # ONNX TensorProto element types
+_FLOAT = 1  # ONNX TensorProto.FLOAT
 WORKSPACE_OPS = frozenset({"Conv", "ConvTranspose", "Where", "Softmax", "LogSoftmax"})
 """The op types :func:`node_workspace_bytes` may give scratch to."""
 
@@ -195,25 +195,22 @@ def mlas_conv_floats(
 
 def _conv(x: Value, w: Value, y: Value, attrs: Mapping[str, object], threads: int) -> int:
     geo = _conv_geometry(x.shape, w.shape, y.shape, attrs)
-    if geo is None or y.elem_type not in (_FLOAT, _DOUBLE):
+    if geo is None or y.elem_type != _FLOAT:
         return 0
     kernel, strides, dil, pads = geo
     groups = int(attrs.get("group", 1) or 1)  # type: ignore[call-overload]
     batch, cin, filters = x.shape[0], x.shape[1] // groups, w.shape[0] // groups
-    if y.elem_type == _FLOAT and len(kernel) <= 3:
+    if len(kernel) <= 3:
         return 4 * mlas_conv_floats(batch, groups, cin, x.shape[2:], kernel, strides, dil, pads, y.shape[2:], filters, threads)
-    pointwise = math.prod(kernel) == 1 and all(s == 1 for s in strides) and all(p == 0 for p in pads)
-    if y.elem_type == _DOUBLE and pointwise:
-        return 0
-    return (8 if y.elem_type == _DOUBLE else 4) * cin * math.prod(kernel) * math.prod(y.shape[2:])
+    return 4 * cin * math.prod(kernel) * math.prod(y.shape[2:])  # the generic kernel's whole im2col matrix
 
 
 def _conv_transpose(x: Value, w: Value, y: Value, attrs: Mapping[str, object]) -> int:
-    if y.elem_type not in (_FLOAT, _DOUBLE) or len(x.shape) < 3 or len(w.shape) != len(x.shape):
+    if y.elem_type != _FLOAT or len(x.shape) < 3 or len(w.shape) != len(x.shape):
         return 0
     kernel = _ints(attrs, "kernel_shape", w.shape[2:])
     filters = w.shape[1]  # weights are (C_in, C_out / group, kernel...)
-    return (8 if y.elem_type == _DOUBLE else 4) * filters * math.prod(kernel) * math.prod(x.shape[2:])
+    return 4 * filters * math.prod(kernel) * math.prod(x.shape[2:])
 
 
 def node_workspace_bytes(
