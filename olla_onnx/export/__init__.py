@@ -6,6 +6,8 @@
 - :mod:`~olla_onnx.export.nets`: the architectures in plain ``torch.nn``.
 - :mod:`~olla_onnx.export.corpus`: the corpus entries and the eager PyTorch reference step.
 - :mod:`~olla_onnx.export.compare`: seeded inputs, onnxruntime run, comparison (no torch needed).
+- :mod:`~olla_onnx.export.testpoint`: moves the seeded inputs to where every ReLU and max-pool
+  decision has a margin, so that a float32 step is a faithful computation there.
 - :mod:`~olla_onnx.export.build`: export + check + manifest/README.
 
 Importing this package does not import torch.
