@@ -194,7 +194,8 @@ def region_bound(
     DP that finds no relaxed order below the peak proves the order optimal
     (the value returned is then the peak); one that finds a relaxed optimum
     ``r`` proves ``opt >= r``. Returns the largest such value (at least
-    ``at_least``). Cost: per region, the DP on ``size`` nodes plus the
+    ``at_least``); gives up when the first region's value is below 90% of
+    ``at_least`` (the relaxation is weak on such graphs). Cost: per region, the DP on ``size`` nodes plus the
     virtual ones.
     """
     import time
@@ -233,6 +234,10 @@ def region_bound(
                 if not res.exhaustive:
                     continue
                 value = upper if res.order is None else int(res.window_peak)
+                if tried == 1 and value * 10 < at_least * 9:
+                    # far below the known bound: what the region leaves out matters here (saved
+                    # activations read by nodes outside it); larger regions rarely recover it
+                    return RegionBound(best, best_steps, tried, states)
                 if value > best:
                     best, best_steps = value, (a, b)
                     if best >= upper:
