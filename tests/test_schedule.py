@@ -91,7 +91,7 @@ def test_bounds_are_sound_and_ordered(g):
     assert anc <= cut <= opt
     assert cut_pruned == cut
     if p.n >= 2:
-        assert p.to_bytes(pair_cut_bound(p, g.topological_order(), heads=8, partners=8).value) <= opt
+        assert p.to_bytes(pair_cut_bound(p, g.topological_order(), heads=4, partners=4, group=4).value) <= opt
     assert p.to_bytes(final_step_bound(p)) <= opt if p.n else True
     # the last-step bound is exact for the last step: some order's last step holds exactly that much
     if p.n:
@@ -99,8 +99,8 @@ def test_bounds_are_sound_and_ordered(g):
         assert final_step_bound(p) == last
 
 
-@settings(max_examples=100, deadline=None)
-@given(random_graphs(max_nodes=8))
+@settings(max_examples=40, deadline=None)
+@given(random_graphs(max_nodes=7))
 def test_pair_bound_is_sound_for_every_pair(g):
     """Every incomparable pair's bound lies between the two per-node min cuts and the optimum,
     and each of its cases bounds the orders that take that case."""
@@ -124,7 +124,7 @@ def test_pair_bound_is_sound_for_every_pair(g):
             a_first = _pair_value(p, net, fixed, a, b, at_least=10**12)  # the case "a before b" alone
             assert a_first <= min(p.peak(o) for o in orders if o.index(a) < o.index(b))
     # any set of nodes, ordered every way the graph allows: between its pairs' bounds and the optimum
-    for trio in itertools.combinations(range(p.n), 3):
+    for trio in itertools.islice(itertools.combinations(range(p.n), 3), 8):
         val = _set_order_value(p, net, fixed, list(trio))
         assert val <= opt
         for a, b in itertools.combinations(trio, 2):
