@@ -119,6 +119,11 @@ def markdown(rows: list[dict], args, total: float) -> str:
         f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared), Python {platform.python_version()}; "
         f"time limit per model: {args.time_limit if args.time_limit is not None else 'default'} s; total {total:.0f} s.",
         "",
+        *(
+            [f"ONNX models searched with their safe in-place updates applied ({sum(r.get('inplace_pairs', 0) for r in rows)} "
+             "pairs over the corpus); the input and onnxruntime orders keep the pairs they leave safe.", ""]
+            if getattr(args, "inplace", False) else []
+        ),
         "Peaks in MiB, resident included. gap = (peak - lower bound) / lower bound. saving = transient memory "
         "(peak - resident) saved against onnxruntime's default order. ok = not above the input or onnxruntime "
         "order, and proven optimal or within 1% of the bound.",
