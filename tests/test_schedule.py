@@ -284,12 +284,15 @@ def graphs_with_free_sources(draw):
     return Graph.build(nodes, tensors, outs)
 
 
-@settings(max_examples=200, deadline=None)
-@given(graphs_with_free_sources())
-def test_exact_dp_with_deferrable_sources_equals_brute_force(g):
+@pytest.mark.parametrize("dp", ["dict", "numpy"])
+@settings(max_examples=150, deadline=None)
+@given(g=graphs_with_free_sources())
+def test_exact_dp_with_deferrable_sources_equals_brute_force(dp, g):
+    from olla_onnx.schedule.fastdp import exact_order_fast
+
     p = reduce_graph(g)
     inc = g.topological_order()
-    res = exact_order(p, inc, upper=p.peak(inc) + 1)
+    res = (exact_order if dp == "dict" else exact_order_fast)(p, inc, upper=p.peak(inc) + 1)
     assert res.exhaustive and res.order is not None
     assert simulate(g, res.order).peak == brute_force(g)
 
@@ -380,17 +383,6 @@ def test_fast_dp_equals_dp_on_windows(g, a, k, slack):
         assert fast.window_peak == slow.window_peak
         assert is_topological(g, fast.order) and list(fast.order[:a]) == order[:a] and list(fast.order[b:]) == order[b:]
         assert int(p.live_per_step(list(fast.order))[a:b].max()) <= fast.window_peak
-
-
-@settings(max_examples=100, deadline=None)
-@given(graphs_with_free_sources())
-def test_fast_dp_with_deferrable_sources_equals_brute_force(g):
-    from olla_onnx.schedule.fastdp import exact_order_fast
-
-    p = reduce_graph(g)
-    inc = g.topological_order()
-    res = exact_order_fast(p, inc, upper=p.peak(inc) + 1)
-    assert res.exhaustive and simulate(g, res.order).peak == brute_force(g)
 
 
 @settings(max_examples=150, deadline=None)
