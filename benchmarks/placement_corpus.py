@@ -6,8 +6,9 @@ Usage (from the repository root)::
                                                 [--out benchmarks/results/placement_corpus]
 
 For each model, each order available (the file's order, the optimized order
-from ``olla_onnx.schedule.optimize_order`` and onnxruntime's default order) and
-each alignment (1, 64 on CPU, 256 on CUDA): the non-resident tensors'
+from ``olla_onnx.schedule.optimize_order``, onnxruntime's default order, and
+``pipeline``: the order ``olla-onnx optimize`` places) and
+each alignment (64 on CPU, 256 on CUDA; ``--alignments``): the non-resident tensors'
 lifetimes under that order are placed; the table shows the peak of that order
 (without resident bytes), the max-load bound (sizes rounded up to the
 alignment), the arena and the seconds. Goal: arena equals the peak (zero
@@ -47,9 +48,13 @@ def orders_of(loaded, optimize_seconds: float) -> dict[str, list[int]]:
             pass
     if loaded.format == "onnx":
         try:
-            from olla_onnx.schedule.ort_default import ort_default_order
+            from olla_onnx.schedule.ort_default import ort_default_order, written_order_as_run
 
             out["ort_default"] = ort_default_order(graph)
+            # What `olla-onnx optimize` places (olla_onnx/pipeline.py): the lowest-peak
+            # order of the above, as onnxruntime will run it.
+            best = min(out.values(), key=lambda o: simulate(graph, o).peak)
+            out["pipeline"] = written_order_as_run(graph, best)
         except Exception:  # noqa: BLE001 - optional piece owned by another module
             pass
     return out
@@ -61,8 +66,10 @@ def main() -> None:
     ap.add_argument("--time-limit", type=float, default=10.0)
     ap.add_argument("--optimize-seconds", type=float, default=6.0, help="time for optimize_order (0: skip)")
     ap.add_argument("--tolerance", type=float, default=0.001, help="stop once within this fraction of the bound")
+    ap.add_argument("--alignments", default="64,256", help="comma-separated alignments")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "placement_corpus")
     args = ap.parse_args()
+    load_start = os.getloadavg()[0]
     rows = []
     for f in sorted(glob.glob(args.models)):
         loaded = load_graph(f)
@@ -70,7 +77,7 @@ def main() -> None:
         for oname, order in orders_of(loaded, args.optimize_seconds).items():
             sim = simulate(g, order)
             b = buffers_from_lifetimes(lifetimes(g, order))
-            for al in (1, 64, 256):
+            for al in [int(a) for a in args.alignments.split(",")]:
                 p = place(b, alignment=al, time_limit=args.time_limit, tolerance=args.tolerance)
                 check_placement(b.lower, b.upper, aligned_sizes(b.sizes, al), p.offsets, alignment=al)
                 row = {
@@ -95,13 +102,15 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "note": "2-core machine shared with other engineers' jobs; run under nice",
         "tolerance": args.tolerance,
+        "load_average": [round(load_start, 2), round(os.getloadavg()[0], 2)],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     lines = [
         "# Placement on the model corpus",
         "",
-        f"Command: `{meta['command']}` ({meta['date']}, Python {meta['python']}, {meta['cpus']} cores, shared, under `nice`).",
+        f"Command: `{meta['command']}` ({meta['date']}, Python {meta['python']}, {meta['cpus']} cores, shared, under `nice`; "
+        f"load average {meta['load_average'][0]} at the start, {meta['load_average'][1]} at the end).",
         "",
         "peak = most non-resident bytes alive under that order (the simulator's peak minus resident bytes);",
         "bound = the same with every size rounded up to the alignment. gap = arena / bound - 1.",
@@ -109,14 +118,25 @@ def main() -> None:
         "optimal = proven (arena equals the bound, or the search proved nothing smaller fits).",
         "Every placement passed `check_placement`.",
         "",
-        "| model | order | tensors | alignment | peak | bound | arena | gap % | optimal | seconds |",
-        "|---|---|---:|---:|---:|---:|---:|---:|:---:|---:|",
+    ]
+    miss = [r for r in rows if r["gap_percent"] > 100 * args.tolerance or r["seconds"] >= args.time_limit]
+    lines += [
+        f"Within {100 * args.tolerance:g}% of the bound in under {args.time_limit:g} s: "
+        f"{len(rows) - len(miss)} of {len(rows)} placements. Misses:"
+        + ("" if miss else " none."),
+        "",
+    ]
+    lines += [f"- {r['model']} {r['order']} alignment {r['alignment']}: {r['gap_percent']:.4f}% in {r['seconds']:.1f} s ({r['method']})" for r in miss]
+    lines += [
+        "",
+        "| model | order | tensors | alignment | peak | bound | arena | gap % | optimal | seconds | method |",
+        "|---|---|---:|---:|---:|---:|---:|---:|:---:|---:|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['order']} | {r['tensors']} | {r['alignment']} | {r['peak_bytes']:,} | "
             f"{r['lower_bound']:,} | {r['arena_bytes']:,} | {r['gap_percent']:.4f} | {'yes' if r['optimal'] else 'no'} | "
-            f"{r['seconds']:.3f} |"
+            f"{r['seconds']:.3f} | {r['method']} |"
         )
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 

@@ -6,6 +6,7 @@ import itertools
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ from olla_onnx.place import (
     write_trace,
 )
 from olla_onnx.place.greedy import ORDERS
-from olla_onnx.place.problem import parse_trace
+from olla_onnx.place.problem import aligned_sizes, parse_trace
 
 REPO = Path(__file__).resolve().parents[1]
 CHALLENGING = REPO / "benchmarks" / "data" / "minimalloc-challenging"
@@ -338,3 +339,147 @@ def test_tolerance_stops_early_but_stays_honest():
     assert p.optimal == (p.arena_bytes == p.lower_bound)
     with pytest.raises(OllaInputError, match="tolerance"):
         place(b, tolerance=-1)
+
+
+# --- fixed buffers, the window decomposition ---------------------------------------------
+
+
+def _lowest_free(lo, up, sz, off, placed, i) -> int:
+    """The lowest offset where buffer i overlaps none of ``placed`` (0 or a top: enough)."""
+    for c in sorted({0} | {off[j] + sz[j] for j in placed if overlaps(lo, up, i, j)}):
+        if all(not overlaps(lo, up, i, j) or c + sz[i] <= off[j] or off[j] + sz[j] <= c for j in placed):
+            return c
+    raise AssertionError("unreachable: above every top is free")
+
+
+def brute_force_with_fixed(lo, up, sz, fixed) -> int:
+    """Smallest arena with the buffers ``fixed[i] >= 0`` held at those offsets.
+
+    Complete for the same reason as :func:`brute_force_min_arena`: taking the
+    free buffers of a pushed-down optimum by offset, lowest-free placement
+    puts each no higher than the optimum does.
+    """
+    n = len(sz)
+    free = [i for i in range(n) if fixed[i] < 0]
+    held = [i for i in range(n) if fixed[i] >= 0]
+    best = None
+    for perm in itertools.permutations(free):
+        off, done = list(fixed), list(held)
+        for i in perm:
+            off[i] = _lowest_free(lo, up, sz, off, done, i)
+            done.append(i)
+        h = max((off[i] + sz[i] for i in range(n)), default=0)
+        best = h if best is None else min(best, h)
+    return best or 0
+
+
+@st.composite
+def traces_with_fixed(draw, max_n: int = 7):
+    lo, up, sz = draw(traces(max_n=max_n, max_time=6, max_size=9))
+    l, u, s = lo.tolist(), up.tolist(), sz.tolist()
+    fixed, done = [-1] * len(s), []
+    for i in range(len(s)):
+        if s[i] > 0 and draw(st.booleans()):
+            c = _lowest_free(l, u, s, fixed, done, i) + draw(st.integers(0, 4))
+            if all(not overlaps(l, u, i, j) or c + s[i] <= fixed[j] or fixed[j] + s[j] <= c for j in done):
+                fixed[i] = c
+                done.append(i)
+    return lo, up, sz, np.array(fixed)
+
+
+@given(traces_with_fixed())
+@settings(max_examples=120, deadline=None)
+def test_search_with_fixed_buffers_decides_like_brute_force(t):
+    lo, up, sz, fixed = t
+    opt = brute_force_with_fixed(lo.tolist(), up.tolist(), sz.tolist(), fixed.tolist())
+    res = search_placement(lo, up, sz, opt, time_limit=10, fixed=fixed)
+    assert res.status == "feasible"
+    assert check_placement(lo, up, sz, res.offsets, capacity=opt) <= opt
+    held = fixed >= 0
+    assert (res.offsets[held] == fixed[held]).all()
+    if opt > 0:
+        assert search_placement(lo, up, sz, opt - 1, time_limit=10, fixed=fixed).status == "infeasible"
+
+
+def test_search_refuses_fixed_buffers_above_the_capacity():
+    lo, up, sz = np.array([0, 0]), np.array([2, 2]), np.array([4, 4])
+    assert search_placement(lo, up, sz, 8, fixed=np.array([6, -1])).status == "infeasible"
+    res = search_placement(lo, up, sz, 8, fixed=np.array([4, -1]))
+    assert res.status == "feasible" and res.offsets.tolist() == [4, 0]
+
+
+@given(traces_with_fixed(max_n=30))
+@settings(max_examples=40, deadline=None)
+def test_best_fit_around_fixed_buffers_is_valid(t):
+    lo, up, sz, fixed = t
+    for key in ORDERS.values():
+        off = best_fit(lo, up, sz, key(lo, up, sz), fixed=fixed)
+        check_placement(lo, up, sz, off)
+        assert (off[fixed >= 0] == fixed[fixed >= 0]).all()
+
+
+@given(traces(max_n=6, max_time=6, max_size=9), st.integers(0, 6), st.integers(1, 4))
+@settings(max_examples=60, deadline=None)
+def test_rank_span_changes_the_order_not_the_answer(t, start, width):
+    lo, up, sz = t
+    opt = brute_force_min_arena(lo.tolist(), up.tolist(), sz.tolist())
+    span = (start, start + width)
+    res = search_placement(lo, up, sz, opt, time_limit=10, rank_span=span)
+    assert res.status == "feasible"
+    check_placement(lo, up, sz, res.offsets, capacity=opt)
+    if opt > 0:
+        assert search_placement(lo, up, sz, opt - 1, time_limit=10, rank_span=span).status == "infeasible"
+
+
+def test_dust_is_the_smallest_buffers_within_the_budget():
+    from olla_onnx.place.decompose import dust_mask
+
+    lo, up = np.array([0, 0, 0, 0, 5]), np.array([4, 4, 4, 4, 9])
+    sz = np.array([1, 2, 2, 100, 3])
+    assert dust_mask(lo, up, sz, 0).tolist() == [False] * 5
+    assert dust_mask(lo, up, sz, 4).tolist() == [True, False, False, False, False]  # 1 + 2 + 2 > 4
+    assert dust_mask(lo, up, sz, 5).tolist() == [True, True, True, False, True]  # size 3 lives apart
+    assert dust_mask(lo, up, sz, 10**6).all()
+
+
+@given(traces(max_n=7, max_time=8, max_size=9), st.integers(1, 3), st.booleans())
+@settings(max_examples=60, deadline=None)
+def test_windows_are_valid_and_never_beat_the_optimum(t, per_window, give_up):
+    from olla_onnx.place.decompose import place_by_windows
+
+    lo, up, sz = t
+    opt = brute_force_min_arena(lo.tolist(), up.tolist(), sz.tolist())
+    off, rep = place_by_windows(
+        lo, up, sz, max_load(lo, up, sz), time.perf_counter() + 10, per_window=per_window, give_up=give_up
+    )
+    assert check_placement(lo, up, sz, off) >= opt
+    assert rep.solved + rep.fallbacks >= rep.windows - rep.merged
+
+
+@given(traces(max_n=80, max_time=60, max_size=2000), st.integers(1, 40), st.integers(0, 3000))
+@settings(max_examples=40, deadline=None)
+def test_windows_results_pass_the_checker(t, per_window, dust_budget):
+    from olla_onnx.place.decompose import place_by_windows
+
+    lo, up, sz = t
+    bound = max_load(lo, up, sz)
+    off, _ = place_by_windows(
+        lo, up, sz, bound, time.perf_counter() + 10, per_window=per_window, max_rounds=2, dust_budget=dust_budget
+    )
+    assert check_placement(lo, up, sz, off) >= bound
+
+
+def test_windows_reach_the_bound_on_a_training_trace():
+    """Nested activations, short temporaries, gradients to the end: the hottest window first fits them all."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from placement_synthetic import training_trace
+
+    from olla_onnx.place.decompose import place_by_windows
+
+    b = training_trace(3000, seed=1)
+    sz = aligned_sizes(b.sizes, 256) // 256
+    bound = max_load(b.lower, b.upper, sz)
+    goal = bound + bound // 1000
+    off, rep = place_by_windows(b.lower, b.upper, sz, goal, time.perf_counter() + 60, dust_budget=(goal - bound) // 2)
+    assert check_placement(b.lower, b.upper, sz, off) <= goal
+    assert rep.windows > 1 and rep.fallbacks == 0

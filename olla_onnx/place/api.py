@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from olla_onnx.errors import OllaInputError
+from olla_onnx.place.decompose import dust_mask, place_by_windows
 from olla_onnx.place.greedy import best_greedy
 from olla_onnx.place.problem import Buffers, aligned_sizes, check_placement, max_load
 from olla_onnx.place.search import search_placement
@@ -19,6 +20,29 @@ EXACT_MAX_BUFFERS = 25_000
 #: Windows larger than this first get one canonical dive at a loose capacity
 #: (just below the greedy arena): it usually lands on or near the bound.
 DIVE_MIN_BUFFERS = 200
+
+#: Windows with at least this many buffers are first placed by the
+#: hottest-window-first decomposition of :mod:`olla_onnx.place.decompose`.
+DECOMPOSE_MIN_BUFFERS = 500
+#: The decomposition's tries, in turn until one reaches the goal: (share of
+#: the room between bound and goal left to dust, rank buffers by their
+#: lifetime inside each window?, the search's preorders, buffer starts per
+#: window). Measured on the model corpus (benchmarks/placement_corpus.py):
+#: the first settles most traces; each later one settles a few the others miss.
+_WAT = ("WAT", "TAW", "TWA")
+DECOMPOSE_TRIES: tuple[tuple[float, bool, tuple[str, ...], int], ...] = (
+    (0.25, False, _WAT, 200),
+    (0.25, True, _WAT, 200),
+    (0.125, False, _WAT, 200),
+    (0.25, False, ("ZWT", "TZW"), 200),
+    (0.5, False, _WAT, 200),
+)
+#: Share of the time left that the first of the two steps (decomposition,
+#: exact search) may use on a big window.
+FIRST_STEP_SHARE = {"decompose": 0.7, "search": 0.5}
+#: A big window goes to the decomposition first when at least this share of
+#: its buffers is dust (see :func:`_dust_share`).
+DUSTY_SHARE = 0.1
 
 DEFAULT_ALIGNMENT = {"cpu": 64, "cuda": 256}
 
@@ -64,6 +88,37 @@ def independent_windows(lower: np.ndarray, upper: np.ndarray, sizes: np.ndarray)
     # A new group starts where the next buffer starts at or after everything before it ended.
     starts = np.flatnonzero(lower[order][1:] >= reach[:-1]) + 1
     return [g for g in np.split(order, starts) if g.size]
+
+
+def _dust_share(lo: np.ndarray, up: np.ndarray, sz: np.ndarray, goal: int, unit: int) -> float:
+    """Share of the buffers the first decomposition try leaves to the end as dust."""
+    room = max(goal - max_load(lo, up, sz), 0) // unit
+    return float(dust_mask(lo, up, sz // unit, int(room * DECOMPOSE_TRIES[0][0])).mean())
+
+
+def _decompose_window(
+    lo: np.ndarray, up: np.ndarray, sz: np.ndarray, arena: int, goal: int, deadline: float, unit: int
+) -> tuple[np.ndarray | None, int, int]:
+    """Hottest-window-first placement (:mod:`.decompose`, in units of ``unit``), try after try.
+
+    Stops at the first try within ``goal``; returns the best offsets (None if
+    none beat ``arena``), their arena and the number of tries run.
+    """
+    room = max(goal - max_load(lo, up, sz), 0) // unit
+    best_off, best_arena, tries = None, arena, 0
+    for dust_share, rank_in_window, heuristics, per_window in DECOMPOSE_TRIES:
+        if best_arena <= goal or time.perf_counter() >= deadline:
+            break
+        tries += 1
+        off_u, _ = place_by_windows(
+            lo, up, sz // unit, goal // unit, deadline, per_window=per_window,
+            tries=((rank_in_window, heuristics),), dust_budget=int(room * dust_share), give_up=True,
+        )
+        off = off_u * unit
+        new_arena = int((off + sz).max())
+        if new_arena < best_arena:
+            best_off, best_arena = off, new_arena
+    return best_off, best_arena, tries
 
 
 def _tighten_window(
@@ -165,7 +220,11 @@ def place(
     per window, best-fit greedy under several orders; if that exceeds the
     window's max-load bound (or ``capacity``), the exact search of
     :mod:`olla_onnx.place.search` tightens it, keeping the best answer found
-    when ``time_limit`` runs out. With ``minimize=False`` and a capacity, the
+    when ``time_limit`` runs out. Windows of at least
+    ``DECOMPOSE_MIN_BUFFERS`` buffers also get the hottest-window-first
+    decomposition of :mod:`olla_onnx.place.decompose` (first, with 70% of the
+    time, where tiny "dust" buffers are many; else after the search has had
+    half of it). With ``minimize=False`` and a capacity, the
     search stops at the first placement within the capacity. With
     ``tolerance`` > 0 the search stops once the arena is within
     ``bound * (1 + tolerance)`` (``optimal`` still means proven).
@@ -173,7 +232,9 @@ def place(
     Offsets are multiples of ``alignment``; each buffer occupies its size rounded
     up to the alignment, and the bound and optimality refer to those sizes.
     Cost: greedy is O(n * k) numpy work (k buffers alive together); the exact
-    search runs only on windows of at most ``EXACT_MAX_BUFFERS`` buffers.
+    search runs whole only on windows of at most ``EXACT_MAX_BUFFERS``
+    buffers, the decomposition on any size. Deterministic for a given input
+    unless ``time_limit`` cuts a step short.
     """
     t0 = time.perf_counter()
     if time_limit <= 0:
@@ -202,15 +263,32 @@ def place(
     if not (minimize or capacity is None):
         goal = max(goal, capacity)
     for r in sorted(results, key=lambda r: -r[2]):
-        g, w_off, w_arena = r[0], r[1], r[2]
-        if w_arena <= goal or g.size > EXACT_MAX_BUFFERS or time.perf_counter() >= deadline:
+        g = r[0]
+        if r[2] <= goal or time.perf_counter() >= deadline:
             continue
-        new_off, new_arena, proven, searched = _tighten_window(
-            lo[g], up[g], sz[g], w_off, w_arena, goal, capacity, minimize, deadline, alignment
-        )
-        if searched:
-            r[3] = "search" if new_arena < w_arena else r[3] + "+search"
-        r[1], r[2], r[4] = new_off, new_arena, proven or new_arena <= bound
+        # Big windows: the decomposition first where dust crowds the search,
+        # else the search first; the first step may use a share of the time.
+        steps = ["search"]
+        if g.size >= DECOMPOSE_MIN_BUFFERS:
+            dusty = _dust_share(lo[g], up[g], sz[g], goal, alignment) >= DUSTY_SHARE
+            steps = ["decompose", "search"] if dusty else ["search", "decompose"]
+        for i, step in enumerate(steps):
+            now = time.perf_counter()
+            if r[2] <= goal or now >= deadline:
+                break
+            until = deadline if i == len(steps) - 1 else now + FIRST_STEP_SHARE[step] * (deadline - now)
+            if step == "decompose":
+                d_off, d_arena, _ = _decompose_window(lo[g], up[g], sz[g], r[2], goal, until, alignment)
+                if d_off is not None:
+                    r[1], r[2], r[3], r[4] = d_off, d_arena, "windows", d_arena <= bound
+            elif g.size <= EXACT_MAX_BUFFERS:
+                w_arena = r[2]
+                new_off, new_arena, proven, searched = _tighten_window(
+                    lo[g], up[g], sz[g], r[1], w_arena, goal, capacity, minimize, until, alignment
+                )
+                if searched:
+                    r[3] = "search" if new_arena < w_arena else r[3] + "+search"
+                r[1], r[2], r[4] = new_off, new_arena, proven or new_arena <= bound
     for g, w_off, _, _, _ in results:
         offsets[g] = w_off
     arena = check_placement(lo, up, sz, offsets, alignment=alignment)

@@ -21,11 +21,16 @@ ORDERS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = 
 }
 
 
-def best_fit(lower: np.ndarray, upper: np.ndarray, sizes: np.ndarray, order: np.ndarray) -> np.ndarray:
+def best_fit(
+    lower: np.ndarray, upper: np.ndarray, sizes: np.ndarray, order: np.ndarray, fixed: np.ndarray | None = None
+) -> np.ndarray:
     """Offsets from best-fit placement of the buffers in ``order``.
 
-    Valid by construction (no two buffers alive together overlap). Cost:
-    O(n * k) numpy work for k buffers placed that overlap in time, at most O(n^2).
+    ``fixed`` (optional) gives offsets of buffers already in place (-1: not
+    placed); they keep them and the buffers of ``order`` fit around them.
+    Valid by construction when the fixed buffers do not overlap each other.
+    Cost: O(n * k) numpy work for k placed buffers that overlap in time, at
+    most O(n^2).
     """
     lower = np.asarray(lower, dtype=np.int64)
     upper = np.asarray(upper, dtype=np.int64)
@@ -37,6 +42,13 @@ def best_fit(lower: np.ndarray, upper: np.ndarray, sizes: np.ndarray, order: np.
     poff = np.empty(n, dtype=np.int64)
     ptop = np.empty(n, dtype=np.int64)
     k = 0
+    if fixed is not None:
+        fixed = np.asarray(fixed, dtype=np.int64)
+        f = np.flatnonzero((fixed >= 0) & (sizes > 0))
+        k = f.size
+        plo[:k], pup[:k], poff[:k], ptop[:k] = lower[f], upper[f], fixed[f], fixed[f] + sizes[f]
+        offsets[fixed >= 0] = fixed[fixed >= 0]
+        order = [i for i in np.asarray(order, dtype=np.int64).tolist() if fixed[i] < 0]
     for i in np.asarray(order, dtype=np.int64).tolist():
         size = int(sizes[i])
         off = 0

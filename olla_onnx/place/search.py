@@ -31,6 +31,14 @@ Memory Allocator for Hardware-Accelerated Machine Learning", ASPLOS 2023):
   its own and a failure of one ends the branch (no cross product of retries).
   Each subproblem is ranked afresh with the section totals of the moment
   (MiniMalloc does the same; it is what makes problem H easy).
+- **fixed buffers** (optional): a buffer whose offset is given is a
+  candidate only at that offset, ranked ahead of every free buffer there
+  (negative preorder ranks); no buffer is placed above the lowest unplaced
+  fixed offset before that fixed buffer, and a placement that would push a
+  fixed buffer's minimum offset above its given offset is refused. Canonical
+  solutions still exist (push the free buffers down, leave the fixed ones),
+  so the search stays complete relative to the fixed offsets; the dominance
+  rule counts free buffers only (a fixed one cannot drop into a gap).
 - **failure memo**: the subtree below a node is fixed by the unplaced buffers,
   their minimum offsets, and the last (offset, rank); a failure also holds for
   any lexicographically larger (offset, rank). Failures that did not depend on
@@ -101,7 +109,16 @@ def _preorder_keys(cols: dict[str, np.ndarray], heuristic: str) -> np.ndarray:
 
 
 class _Solver:
-    def __init__(self, lower: np.ndarray, upper: np.ndarray, sizes: np.ndarray, capacity: int, deadline: float) -> None:
+    def __init__(
+        self,
+        lower: np.ndarray,
+        upper: np.ndarray,
+        sizes: np.ndarray,
+        capacity: int,
+        deadline: float,
+        fixed: np.ndarray,
+        rank_span: tuple[int, int] | None = None,
+    ) -> None:
         n = sizes.size
         self.n = n
         self.cap = int(capacity)
@@ -126,10 +143,19 @@ class _Solver:
         np.add.at(cuts, self.slo[inner], 1)
         np.add.at(cuts, self.shi[inner] - 1, -1)
         self.cuts0 = np.cumsum(cuts)[: max(self.S - 1, 0)]
-        self.width = (upper - lower).astype(np.int64)
+        # Preorder measures, taken inside ``rank_span`` when one is given (a
+        # window of a bigger problem: what lies outside it is not ranked).
+        if rank_span is not None:
+            r_lo = np.minimum(np.maximum(lower, rank_span[0]), upper - 1)
+            r_up = np.maximum(np.minimum(upper, rank_span[1]), r_lo + 1)
+        else:
+            r_lo, r_up = lower, upper
+        self.rslo = np.searchsorted(times, r_lo, side="right").astype(np.int64) - 1
+        self.rshi = np.maximum(np.searchsorted(times, r_up).astype(np.int64), self.rslo + 1)
+        self.width = (r_up - r_lo).astype(np.int64)
         self.area = self.width * self.sz
         self.maxtotal = np.array(
-            [self.total0[self.slo[i] : self.shi[i]].max() for i in range(n)], dtype=np.int64
+            [self.total0[self.rslo[i] : self.rshi[i]].max() for i in range(n)], dtype=np.int64
         ) if n else np.zeros(0, dtype=np.int64)
         # Section membership as a flat array (section s owns memb[ptr[s]:ptr[s+1]]),
         # for the unplaced-floor rule.
@@ -148,6 +174,15 @@ class _Solver:
         self.memo_pre: dict[bytes, tuple[int, int]] = {}
         self.nodes = 0
         self.sol = np.full(n, -1, dtype=np.int64)
+        # Fixed buffers: given offsets (-1: free), ranked -nf..-1 so that they
+        # come first at their offset; ``root_pre`` is below every rank.
+        self.foff = fixed.astype(np.int64)
+        self.is_fixed = self.foff >= 0
+        self.any_fixed = bool(self.is_fixed.any())
+        self.fixed_rank = np.full(n, 0, dtype=np.int64)
+        fidx = np.flatnonzero(self.is_fixed)
+        self.fixed_rank[fidx] = np.arange(fidx.size) - fidx.size
+        self.root_pre = -fidx.size - 1
 
     def partitions(self) -> list[tuple[np.ndarray, int, int]]:
         """Independent groups: sections split where no buffer spans the boundary."""
@@ -164,6 +199,8 @@ class _Solver:
     def reset(self, heuristic: str) -> None:
         self.heuristic = heuristic
         self.pre = _preorder_keys(self.cols, heuristic)
+        if self.any_fixed:
+            self.pre[self.is_fixed] = self.fixed_rank[self.is_fixed]
         self.mo = np.zeros(self.n, dtype=np.int64)
         self.placed = np.zeros(self.n, dtype=bool)
         self.floor = np.zeros(self.S, dtype=np.int64)
@@ -173,11 +210,15 @@ class _Solver:
 
     def _rerank(self, sub: np.ndarray) -> np.ndarray:
         """Preorder ranks for the buffers ``sub`` with today's section totals ('T')."""
-        total, slo, shi = self.total, self.slo, self.shi
+        total, slo, shi = self.total, self.rslo, self.rshi
         t = np.array([total[s0:s1].max() for s0, s1 in zip(slo[sub].tolist(), shi[sub].tolist())], dtype=np.int64)
         cols = {k: v[sub] for k, v in self.cols.items() if k != "T"}
         cols["T"] = t
-        return _preorder_keys(cols, self.heuristic)
+        rank = _preorder_keys(cols, self.heuristic)
+        if self.any_fixed:
+            fx = self.is_fixed[sub]
+            rank[fx] = self.fixed_rank[sub[fx]]
+        return rank
 
     # The recursive search over one partition (buffers P, sections [a, b)).
     def dfs(self, P: np.ndarray, a: int, b: int, last_off: int, last_pre: int) -> int:
@@ -208,12 +249,17 @@ class _Solver:
             raise _Stop(False)
         if (self.nodes & 15) == 0 and time.perf_counter() > self.deadline:
             raise _Stop(True)
-        status = self._expand(P, a, b, last_off, last_pre, U, mou)
+        eff = mou
+        if self.any_fixed:
+            fx = self.is_fixed[U]
+            if fx.any():
+                eff = np.where(fx, self.foff[U], mou)
+        status = self._expand(P, a, b, last_off, last_pre, U, eff)
         if status == NOT_FOUND and memo:
             if len(self.memo_any) + len(self.memo_pre) > _MEMO_MAX:
                 self.memo_any.clear()
                 self.memo_pre.clear()
-            if not (mou == last_off).any():
+            if not (eff == last_off).any():
                 self.memo_any[key] = last_off if known_any is None else min(known_any, last_off)
             else:
                 entry = (last_off, last_pre)
@@ -221,14 +267,27 @@ class _Solver:
         return status
 
     def _expand(self, P: np.ndarray, a: int, b: int, last_off: int, last_pre: int, U: np.ndarray, mou: np.ndarray) -> int:
+        # ``mou``: each unplaced buffer's offset if placed next (its minimum
+        # offset; a fixed buffer's given offset).
         mo, sz, pre = self.mo, self.sz, self.pre
-        min_height = int((mou + sz[U]).min())
         preu = pre[U]
-        ok = (mou < min_height) & ((mou > last_off) | ((mou == last_off) & (preu > last_pre)))
+        fx = self.is_fixed[U] if self.any_fixed else None
+        if fx is not None and fx.any():
+            free = ~fx
+            min_height = int((mou[free] + sz[U[free]]).min()) if free.any() else int(_BIG)
+            fmin = int(mou[fx].min())
+            if fmin < last_off:
+                return NOT_FOUND  # a fixed buffer was passed over
+            # Nothing goes above the lowest unplaced fixed buffer before it does.
+            ok = (mou < min_height) & ((mou < fmin) | (fx & (mou == fmin)))
+        else:
+            min_height = int((mou + sz[U]).min())
+            ok = mou < min_height
+        ok &= (mou > last_off) | ((mou == last_off) & (preu > last_pre))
         C = U[ok]
         if C.size == 0:
             return NOT_FOUND
-        offs = mo[C]
+        offs = mou[ok]
         if C.size > 1:
             o = np.lexsort((pre[C], offs))
             C, offs = C[o], offs[o]
@@ -244,17 +303,24 @@ class _Solver:
         if offs[0] > off_max:
             return NOT_FOUND
         if offs[-1] > off_max:
-            C = C[offs <= off_max]
+            keep = offs <= off_max
+            C, offs = C[keep], offs[keep]
         slo, shi, memb, ptr = self.slo, self.shi, self.memb, self.ptr
-        for bi in C.tolist():
-            off = int(mo[bi])
+        foff, is_fixed = self.foff, self.is_fixed
+        for bi, off in zip(C.tolist(), offs.tolist()):
             s0, s1 = int(slo[bi]), int(shi[bi])
             size = int(sz[bi])
             top = off + size
-            placed[bi] = True
-            self.sol[bi] = off
             nb = self.nbrs[bi]
             nbu = nb[~placed[nb]]
+            if self.any_fixed:
+                if is_fixed[bi] and top > cap:
+                    return NOT_FOUND
+                fn = nbu[is_fixed[nbu]]
+                if fn.size and (foff[fn] < top).any():
+                    continue  # it would overlap a fixed buffer above it
+            placed[bi] = True
+            self.sol[bi] = off
             changed = nbu[mo[nbu] < top]
             hatless = changed.size == 0
             old_mo = mo[changed]
@@ -313,7 +379,7 @@ class _Solver:
                             if sub.size <= _RERANK_MAX:
                                 pre[sub] = self._rerank(sub)
                             try:
-                                sub_status = self.dfs(sub, x, y, off, -1)
+                                sub_status = self.dfs(sub, x, y, off, self.root_pre)
                             finally:
                                 pre[sub] = old_pre
                             if sub_status != OK:
@@ -330,8 +396,8 @@ class _Solver:
             placed[bi] = False
             if status == OK:
                 return OK
-            if hatless:
-                break
+            if hatless or (self.any_fixed and is_fixed[bi]):
+                break  # a fixed buffer is forced: nothing may come before it
         return NOT_FOUND
 
 
@@ -343,6 +409,8 @@ def search_placement(
     time_limit: float = 60.0,
     heuristics: tuple[str, ...] = ("WAT", "TAW", "TWA"),
     max_rounds: int | None = None,
+    fixed: np.ndarray | None = None,
+    rank_span: tuple[int, int] | None = None,
 ) -> SearchResult:
     """Decide whether the buffers fit in ``capacity`` bytes; return a placement if so.
 
@@ -353,19 +421,28 @@ def search_placement(
     ``time_limit`` seconds (then ``"timeout"``). Each round runs every
     heuristic once with a node limit that doubles per round (starting at twice
     the buffers); ``max_rounds`` caps the rounds (then ``"timeout"`` too), so
-    ``max_rounds=1`` is a quick set of near-greedy dives.
+    ``max_rounds=1`` is a quick set of near-greedy dives. ``fixed`` gives
+    offsets for buffers that must stay where they are (-1: free to place); the
+    fixed buffers must not overlap each other, and ``"infeasible"`` then means
+    no placement of the free buffers fits around them. ``rank_span``
+    ``(start, end)`` measures the preorders (width, area, section totals)
+    inside that time window only; it changes the order of the search, never
+    its answer.
     """
     t0 = time.perf_counter()
     lower = np.asarray(lower, dtype=np.int64)
     upper = np.asarray(upper, dtype=np.int64)
     sizes = np.asarray(sizes, dtype=np.int64)
     n = sizes.size
-    offsets = np.zeros(n, dtype=np.int64)
+    fixed = np.full(n, -1, dtype=np.int64) if fixed is None else np.asarray(fixed, dtype=np.int64)
+    if fixed.shape != (n,):
+        raise ValueError(f"{fixed.size} fixed offsets for {n} buffers")
+    offsets = np.where(fixed >= 0, fixed, 0)
     live = np.flatnonzero(sizes > 0)
     if live.size == 0:
         return SearchResult("feasible", offsets, 0, time.perf_counter() - t0)
-    solver = _Solver(lower[live], upper[live], sizes[live], capacity, t0 + time_limit)
-    if (solver.total0 > capacity).any():
+    solver = _Solver(lower[live], upper[live], sizes[live], capacity, t0 + time_limit, fixed[live], rank_span)
+    if (solver.total0 > capacity).any() or (solver.foff + solver.sz > capacity)[solver.is_fixed].any():
         return SearchResult("infeasible", None, 0, time.perf_counter() - t0)
     old_limit = sys.getrecursionlimit()
     sys.setrecursionlimit(max(old_limit, 4 * solver.n + 1000))
@@ -383,7 +460,7 @@ def search_placement(
                     solver.reset(h)
                     solver.budget = limit
                     try:
-                        st = solver.dfs(P, a, b, 0, -1)
+                        st = solver.dfs(P, a, b, 0, solver.root_pre)
                     except _Stop as stop:
                         if stop.timeout:
                             return SearchResult("timeout", None, solver.nodes, time.perf_counter() - t0)
