@@ -15,8 +15,9 @@ the system between the phases (malloc_trim), so the peak is the largest phase.
 Results go to benchmarks/results/corpus_check.json and into the `check`
 field of models/manifest.json (models/README.md is rewritten from it).
 With --float64 the step is also run in float64 PyTorch and both float32
-answers are measured against it (results in corpus_check_float64.json; about
-twice the memory): it tells a float32-rounding disagreement from a wrong graph.
+answers are measured against it (the record, with `float64_max_rss_gib`, also
+goes to corpus_check_float64.json): it tells a float32-rounding disagreement
+from a wrong graph.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ def check_one(fname: str, float64: bool = False) -> dict:
     t3 = time.perf_counter()
     result = compare(got, ref, inputs).as_dict()
     result |= {"seed": 0, "test_point": point, "test_point_seconds": round(t1 - t0, 1),
-               "torch_seconds": round(t2 - t1, 1), "onnxruntime_seconds": round(t3 - t2, 1)}
+               "torch_seconds": round(t2 - t1, 1), "onnxruntime_seconds": round(t3 - t2, 1),
+               "max_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
     if float64:
         import torch
 
@@ -85,9 +87,10 @@ def check_one(fname: str, float64: bool = False) -> dict:
             result[f"{label}_vs_float64"] = {"loss_rel_err": c.loss_rel, "max_param_rel_err": c.param_rel,
                                              "max_param_rel_err_output": c.param_name,
                                              "max_state_rel_err": c.state_rel, "max_update_rel_err": c.update_rel}
+        result["float64_seconds"] = round(time.perf_counter() - t3, 1)
+        result["float64_max_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
     else:
         result["float64_cross_check"] = "not run (benchmarks/corpus_check.py --float64)"
-    result["max_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
     return result
 
 
@@ -96,22 +99,19 @@ def main() -> int:
     ap.add_argument("--only", action="append", default=[], metavar="FILE")
     ap.add_argument("--float64", action="store_true",
                     help="also run the step in float64 PyTorch and measure both float32 answers against it; "
-                         "results go to corpus_check_float64.json (the manifest is not touched)")
+                         "the record goes to corpus_check_float64.json as well")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         print("RESULT " + json.dumps(check_one(args.one, args.float64)), flush=True)
         return 0
-    results_path = RESULTS_F64 if args.float64 else RESULTS
+    paths = [RESULTS] + ([RESULTS_F64] if args.float64 else [])
 
     from olla_onnx.export.build import environment, load_manifest, save_manifest
 
     manifest = load_manifest(MODELS)
     files = args.only or [f for f, r in manifest["models"].items() if r["variant"] == "full"]
-    results = json.loads(results_path.read_text()) if results_path.exists() else {"results": {}}
-    results["command"] = ("nice python benchmarks/corpus_check.py" + (" --float64" if args.float64 else "")
-                          + "".join(f" --only {f}" for f in args.only))
-    results["environment"] = environment() | {"machine": platform.machine(), "cpus": __import__("os").cpu_count()}
+    env = environment() | {"machine": platform.machine(), "cpus": __import__("os").cpu_count()}
     for fname in files:
         t0 = time.perf_counter()
         cmd = [sys.executable, __file__, "--one", fname] + (["--float64"] if args.float64 else [])
@@ -123,10 +123,15 @@ def main() -> int:
         else:
             res = json.loads(line[len("RESULT "):])
         res["wall_seconds"] = round(time.perf_counter() - t0, 1)
-        results["results"][fname] = res
-        results_path.write_text(json.dumps(results, indent=1) + "\n")
+        res["command"] = "nice python benchmarks/corpus_check.py" + (" --float64" if args.float64 else "") + f" --only {fname}"
+        for path in paths:  # one record a file; each says the command that made it
+            results = json.loads(path.read_text()) if path.exists() else {"results": {}}
+            results.pop("command", None)
+            results["environment"] = env
+            results["results"][fname] = res
+            path.write_text(json.dumps(results, indent=1) + "\n")
         manifest = load_manifest(MODELS)
-        if fname in manifest["models"] and not args.float64:
+        if fname in manifest["models"]:
             manifest["models"][fname]["check"] = res
             save_manifest(MODELS, manifest)
         print(f"{fname:24s} {'ok' if res.get('ok') else 'FAIL'} {json.dumps(res)}", flush=True)

@@ -24,17 +24,21 @@ by a small, documented amount so that no decision is within rounding:
   the channel's values leave around the kink within that window (full-size
   batches: ~1e5 values a channel, margins of a few 1e-5 std);
 - every max-pool window with a positive maximum: where the two largest
-  values are closer than ``pool_tau`` x max|input|, the float input batch is
-  moved along the gradient of those gaps (a perturbation of ~1e-4 on N(0,1)
-  pixels), repeated until no such window is left.
+  values are closer than ``pool_tau`` (1e-5) x max|input|, and every ReLU
+  input that is then closer than ``RELU_FLOOR`` (1e-5) std to its kink, the
+  float image batch is moved along the gradient of those gaps (first order,
+  float64, batch statistics held, bias shifts frozen), round after round,
+  keeping the best batch, until none is left or two rounds bring no progress
+  (a perturbation of ~1e-4 on N(0,1) pixels).
 
 Both are computed in float64 PyTorch and then rounded to float32; a last
-float64 pass over the rounded point measures the margins that are
-recorded (``relu_min_margin``: min |input - kink| / channel std;
-``pool_min_gap``: min top-2 gap / max|input| over windows with a positive
-maximum). Models without ReLUs or max-pools (the transformers) keep the seeded
-point unchanged. Cost: two to four float64 forward passes (no backward except
-a chunked input gradient up to the last max-pool when near ties exist).
+float64 pass over the rounded point measures what is recorded
+(``relu_min_margin``: min |input - kink| / channel std; ``pool_min_gap``: min
+top-2 gap / max|input| over windows with a positive maximum;
+``pool_near_ties_left``, ``relu_inputs_below_floor``). Models without ReLUs or
+max-pools (the transformers) keep the seeded point unchanged. Cost: three
+float64 forward passes plus, per round, one forward and a chunked input
+gradient (U-Net at batch 8: ~14 min on one core; ResNet-50: ~3 min).
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from torch import nn
 
 RELU_WINDOW = 0.05  # max bias shift, in units of the channel's std
 RELU_TARGET = 1e-3  # margin (in channel stds) that is enough: ~100x the float32 forward error
+RELU_FLOOR = 1e-5  # ReLU inputs closer than this (in channel stds) to a kink are pushed away via the images
 POOL_TAU = 1e-5  # top-2 gaps below this x max|input| are broken
 MAX_ROUNDS = 8
 CHUNK = 4  # samples per chunk in the input-gradient pass
@@ -133,7 +138,8 @@ class _Pass:
     """One float64 forward of the module with ReLU, hardtanh, max-pool and batch norm intercepted."""
 
     def __init__(self, module: nn.Module, mode: str, tau: float, window: float,
-                 bn_stats: list | None = None, tie_lists: list | None = None, stop_after_pool: int | None = None):
+                 bn_stats: list | None = None, tie_lists: list | None = None, stop_after_pool: int | None = None,
+                 risk_lists: list | None = None):
         self.module, self.mode, self.tau, self.window = module, mode, tau, window
         self.names = {m: n for n, m in module.named_modules()}
         self.last: list[nn.Module | None] = [None]
@@ -149,25 +155,49 @@ class _Pass:
         self.stop_after_pool = stop_after_pool
         self.gaps: list[torch.Tensor] = []  # differentiable relative gaps (mode "grad")
         self.chunk0 = 0
+        # ReLU inputs within RELU_FLOOR std of a kink, per ReLU call: (sample, flat index, side, kink, std)
+        self.risks: list[tuple[np.ndarray, ...]] = []
+        self.risk_lists = risk_lists
+        self.relu_i = 0
+
+    def _risks(self, xt: np.ndarray, sd: np.ndarray, kinks: tuple[float, ...], shape: tuple[int, ...]) -> None:
+        per_sample = int(np.prod(shape[2:], dtype=np.int64))
+        found = []
+        for k in kinks:
+            j, m = np.nonzero(np.abs(xt - k) < RELU_FLOOR * sd[:, None])
+            side = np.sign(xt[j, m] - k)
+            side[side == 0] = 1.0
+            found.append((m // per_sample, j * per_sample + m % per_sample, side, np.full(j.size, k), sd[j]))
+        self.risks.append(tuple(np.concatenate(parts) for parts in zip(*found)))
 
     def _decide(self, x: torch.Tensor, kinks: tuple[float, ...]) -> torch.Tensor:
         mod = self.last[0]
         c = x.shape[1]
         if mod is None or mod.bias is None or tuple(mod.bias.shape) != (c,):
             raise RuntimeError(f"no per-channel bias feeds the ReLU on {tuple(x.shape)}")
+        i = self.relu_i
+        self.relu_i += 1
+        if self.mode == "grad":  # distances of the at-risk inputs from their kinks, pushed outwards
+            n, flat, side, kink, sd = self.risk_lists[i]
+            mine = (n >= self.chunk0) & (n < self.chunk0 + x.shape[0])
+            if mine.any():
+                t = (lambda a: torch.from_numpy(a[mine]))
+                val = x.flatten(1)[t(n) - self.chunk0, t(flat)]
+                self.gaps.append((t(side) * (val - t(kink)) / t(sd)).sum() * (self.tau / RELU_FLOOR))
+            return x
         xt = x.detach().transpose(0, 1).reshape(c, -1).numpy()
         sd = xt.std(axis=1)
         sd[sd == 0] = 1.0
         if self.mode == "measure":
             for j in range(c):
                 self.relu_margins.append(float(min(np.abs(xt[j] - k).min() for k in kinks) / sd[j]))
-            return x
-        if self.mode != "nudge":
+            self._risks(xt, sd, kinks, tuple(x.shape))
             return x
         d = np.zeros(c)
         for j in range(c):
             d[j], margin = widest_gap_shift(xt[j], kinks, self.window * sd[j], RELU_TARGET * sd[j])
             self.relu_margins.append(margin / sd[j])
+        self._risks(xt + d[:, None], sd, kinks, tuple(x.shape))
         key = self.names[mod] + ".bias"
         self.deltas[key] = self.deltas.get(key, 0.0) + d
         with torch.no_grad():
@@ -258,28 +288,35 @@ def decision_margin_point(make_module: Callable[[], nn.Module], inputs: dict[str
             except _Stop:
                 pass
 
-    rounds, last_pool = 0, None
+    # 1. ReLU margins: one pass over the whole forward; the shifts stay fixed from here on (moving
+    #    them again would move every value behind them, and so every max-pool gap there)
+    pas = _Pass(fresh(), "nudge", pool_tau, window)
+    forward(pas, x_in)
+    if not pas.ties and not pas.deltas:
+        return dict(inputs), {"decisions": 0, "seconds": round(time.perf_counter() - t0, 1)}
+    deltas, module, stats, ties, risks = pas.deltas, pas.module, pas.bn_stats, pas.ties, pas.risks
+    n_pools = len(ties)
+    del pas
+    # 2. max-pool near ties, and ReLU inputs the image moves below RELU_FLOOR: move the image batch
+    #    along the gradient of those gaps (first order, batch statistics held), keep the best batch,
+    #    stop when no round helps twice
+    rounds, stall, best = 0, 0, (float("inf"), x_in)
     while True:
-        pas = _Pass(fresh(), "nudge", pool_tau, window, stop_after_pool=last_pool)
-        forward(pas, x_in)
-        n_ties = sum(len(t) for t in pas.ties)
-        if not pas.ties and not pas.deltas:
-            return dict(inputs), {"decisions": 0, "seconds": round(time.perf_counter() - t0, 1)}
-        if n_ties == 0 or not image or rounds >= max_rounds:
-            if last_pool is not None:  # the last pass stopped early: redo it whole for every ReLU
-                pas = _Pass(fresh(), "nudge", pool_tau, window)
-                forward(pas, x_in)
+        n_ties = sum(len(t) for t in ties) + sum(len(r[0]) for r in risks)
+        if n_ties < best[0]:
+            best, stall = (n_ties, x_in), 0
+        else:
+            stall += 1
+        if n_ties == 0 or not image or rounds >= max_rounds or stall >= 2:
             break
-        last_pool = max(i for i, t in enumerate(pas.ties) if t)
-        rounds += 1
-        # input gradient of the near-tie gaps, chunk by chunk with the batch statistics held fixed
-        module, stats, ties = pas.module, pas.bn_stats, pas.ties
+        last_pool = n_pools - 1
         grad = torch.zeros_like(x_in)
-        samples = sorted({n for t in ties for n, _, _ in t})
+        samples = sorted({n for t in ties for n, _, _ in t} | {int(n) for r in risks for n in r[0]})
         for c0 in range(0, x_in.shape[0], CHUNK):
             if not any(c0 <= n < c0 + CHUNK for n in samples):
                 continue
-            g = _Pass(module, "grad", pool_tau, window, bn_stats=stats, tie_lists=ties, stop_after_pool=last_pool)
+            g = _Pass(module, "grad", pool_tau, window, bn_stats=stats, tie_lists=ties, risk_lists=risks,
+                      stop_after_pool=last_pool if not any(len(r[0]) for r in risks) else None)
             g.chunk0 = c0
             xc = x_in[c0:c0 + CHUNK].clone().requires_grad_()
             forward(g, xc, grad=True)
@@ -288,17 +325,22 @@ def decision_margin_point(make_module: Callable[[], nn.Module], inputs: dict[str
                 grad[c0:c0 + CHUNK] = gx
         # each gap grows by about step * |d gap/dx|^2; aim at 4 tau for every one
         x_in = x_in + (4 * pool_tau * n_ties / float((grad * grad).sum())) * grad
-        del pas, module, stats, grad
+        rounds += 1
+        det = _Pass(module, "measure", pool_tau, window)
+        forward(det, x_in)
+        stats, ties, risks = det.bn_stats, det.ties, det.risks
+        del grad, det
         gc.collect()
+    x_in = best[1]
+    del module, stats, ties, risks
+    gc.collect()
 
     out = dict(inputs)
-    for key, d in pas.deltas.items():
+    for key, d in deltas.items():
         out[f"param.{key}"] = (np.asarray(inputs[f"param.{key}"], dtype=np.float64) + d).astype(np.float32)
     if image:
         out["batch.input"] = x_in.numpy().astype(np.float32)
-    shifts = [float(np.max(np.abs(out[f"param.{k}"].astype(np.float64) - inputs[f"param.{k}"]))) for k in pas.deltas]
-    del pas
-    gc.collect()
+    shifts = [float(np.max(np.abs(out[f"param.{k}"].astype(np.float64) - inputs[f"param.{k}"]))) for k in deltas]
     # measure the margins at the rounded float32 point, nothing moved
     meas = _Pass(fresh(out), "measure", pool_tau, window)
     forward(meas, torch.from_numpy(out["batch.input"].astype(np.float64)) if image
@@ -309,6 +351,7 @@ def decision_margin_point(make_module: Callable[[], nn.Module], inputs: dict[str
         "relu_min_margin": min(meas.relu_margins) if meas.relu_margins else None,
         "pool_min_gap": min(meas.pool_gaps) if meas.pool_gaps else None,
         "pool_near_ties_left": sum(len(t) for t in meas.ties),
+        "relu_inputs_below_floor": sum(len(r[0]) for r in meas.risks), "relu_floor_std": RELU_FLOOR,
         "shifted_biases": len(shifts), "max_bias_shift": max(shifts) if shifts else 0.0,
         "max_input_shift": float(np.max(np.abs(out["batch.input"].astype(np.float64) - inputs["batch.input"])))
         if image else 0.0,
