@@ -161,7 +161,7 @@ def place_by_windows(
     per_window: int = 200,
     tries: tuple[tuple[bool, tuple[str, ...]], ...] = WINDOW_TRIES,
     max_rounds: int = 4,
-    node_budget: int = 20_000,
+    node_budget: int = 8_000,
     merge_limit: int = 1500,
     dust_budget: int = 0,
     give_up: bool = False,
