@@ -466,7 +466,7 @@ def test_bench_table_has_order_only_and_inplace_columns():
     row = {
         "model": "m", "nodes": 3, "resident_bytes": 1 << 20, "peak_input_order": 5 << 20, "peak_ort_default": 6 << 20,
         "peak_optimized": 4 << 20, "lower_bound": 4 << 20, "gap": 0.0, "optimal": True, "transient_saving_vs_ort": 0.4,
-        "arena_bytes": 3 << 20, "fragmentation": 0.0, "order_seconds": 1.0, "place_seconds": 0.1,
+        "transient_saving_bound": 0.45, "transient_saving_bound_inplace": 0.7, "arena_bytes": 3 << 20, "fragmentation": 0.0, "order_seconds": 1.0, "place_seconds": 0.1,
         "inplace_pairs": 2, "inplace_bytes": 1 << 20, "peak_inplace": 3 << 20, "lower_bound_inplace": 3 << 20,
         "optimal_inplace": False, "transient_saving_vs_ort_inplace": 0.6, "peak_ort_default_bytes": 6 << 20,
         "peak_planned_bytes": 4 << 20, "peak_planned_bytes_inplace": 3 << 20, "outputs_equal": True,
@@ -481,4 +481,15 @@ def test_bench_table_has_order_only_and_inplace_columns():
     assert cells["transient saving vs ORT default"] == "40.0%"
     assert cells["transient saving vs ORT default, order + in-place"] == "60.0%"
     assert cells["measured planned + in-place MiB"] == "3.0" and "bitwise" in cells["outputs vs default session"]
-    assert any("With in-place updates" in line and "60.0%" in line for line in lines)
+    assert cells["most saving any order can give"] == "45.0%" and cells["most saving, order + in-place"] == "70.0%"
+    assert any("With in-place updates" in line and "60.0%" in line and "70.0%" in line for line in lines)
+    assert any("lower bound allows: 45.0%" in line for line in lines)
+
+
+def test_bench_saving_bound_caps_the_saving_found():
+    """The saving bound comes from a sound lower bound, so no order found may beat it."""
+    from olla_onnx.bench import bench_model
+
+    row = bench_model(MODELS / "mlp_sgd_handwritten.onnx", time_limit=1.0, run=False)
+    assert row["transient_saving_vs_ort"] <= row["transient_saving_bound"] + 1e-12
+    assert row["transient_saving_vs_ort_inplace"] <= row["transient_saving_bound_inplace"] + 1e-12
