@@ -53,25 +53,10 @@ from olla_onnx.frontends.onnx import load_onnx  # noqa: E402
 from olla_onnx.frontends.workspace import default_threads, is_workspace  # noqa: E402
 from olla_onnx.memory import simulate  # noqa: E402
 from olla_onnx.pipeline import optimize_model  # noqa: E402
-from olla_onnx.runtime.measure import measure_planned, random_inputs  # noqa: E402
+from olla_onnx.runtime.measure import measure_planned, outside_allocator, random_inputs  # noqa: E402
 from olla_onnx.schedule.ort_default import written_order_as_run  # noqa: E402
 
 DEFAULT_MODELS = ["mlp", "mlp_sgd_handwritten", "cnn", "alexnet", "resnet18"]
-SMALL_INITIALIZER = 127  # bytes; onnxruntime's kSmallTensorExternalDataThreshold
-
-
-def outside_allocator(model: onnx.ModelProto, sizes: dict[str, int]) -> tuple[int, int]:
-    """(bytes of initializers onnxruntime holds outside the allocator, bytes it allocates for the
-    small initializers and Constant nodes' values)."""
-    big = small = 0
-    for t in model.graph.initializer:
-        b = sizes[t.name]
-        if b > SMALL_INITIALIZER:
-            big += b
-        else:
-            small += b
-    small += sum(sizes[o] for n in model.graph.node if n.op_type == "Constant" for o in n.output if o)
-    return big, small
 
 
 def err(measured: int, predicted: int) -> float:

@@ -42,9 +42,12 @@ def run(
     if r.predicted_peak_bytes is not None:
         t.add_row("memory model's prediction (incl. inputs)", human_bytes(r.predicted_peak_bytes), f"{r.predicted_peak_bytes:,}")
     console.print(t)
-    console.print(f"planned / default: {r.ratio:.3f}   (inputs, read in place by onnxruntime: {human_bytes(r.input_bytes)})")
+    console.print(
+        f"planned / default: {r.ratio:.3f}   (inputs, read in place by onnxruntime: {human_bytes(r.input_bytes)}; "
+        f"initializers held outside its allocator: {human_bytes(r.initializer_bytes_outside)})"
+    )
     if r.prediction_error is not None:
-        console.print(f"measured (planned + inputs) vs prediction: {r.prediction_error * 100:+.2f}%")
+        console.print(f"measured (planned + inputs + those initializers) vs prediction: {r.prediction_error * 100:+.2f}%")
     if r.fallbacks:
         console.print(f"[yellow]{r.fallbacks} request(s) left the plan and were served from the fallback heap; first: {r.first_fallback}")
     else:

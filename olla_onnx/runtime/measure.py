@@ -60,6 +60,7 @@ class RunReport:
     resident_bytes: int
     default_resident_bytes: int
     input_bytes: int
+    initializer_bytes_outside: int
     allocs_per_run: int
     planned_allocs: int
     fallbacks: int
@@ -124,6 +125,29 @@ def relative_diff(a: list[np.ndarray], b: list[np.ndarray]) -> float:
             scale = max(float(np.abs(x64[finite]).max()), float(np.finfo(np.float32).tiny))
             worst = max(worst, float(np.abs(x64[finite] - y64[finite]).max()) / scale)
     return worst
+
+
+#: onnxruntime's kSmallTensorExternalDataThreshold: initializers above it never reach the allocator.
+SMALL_INITIALIZER = 127
+
+
+def outside_allocator(model, sizes: Mapping[str, int]) -> tuple[int, int]:
+    """(bytes of the initializers onnxruntime holds outside the session's allocator, bytes it allocates
+    through the allocator for the small initializers and the Constant nodes' values).
+
+    onnxruntime keeps initializers above :data:`SMALL_INITIALIZER` bytes as in-memory tensors made
+    when it builds its graph, so no allocator (recording or planned) sees them; they are resident in
+    the memory model. ``sizes``: tensor name -> bytes (the IR's sizes). O(initializers + nodes).
+    """
+    big = small = 0
+    for t in model.graph.initializer:
+        b = sizes[t.name]
+        if b > SMALL_INITIALIZER:
+            big += b
+        else:
+            small += b
+    small += sum(sizes[o] for n in model.graph.node if n.op_type == "Constant" for o in n.output if o)
+    return big, small
 
 
 @dataclass(frozen=True)
@@ -253,21 +277,27 @@ def measure_planned(
 
 def load_model_for_run(model_path: Path, plan_path: Path | None, dims: Mapping[str, int] | None):
     """Read the model; with a plan, validate it (a :class:`PlanError` before anything runs) and
-    put the nodes in its order. Returns (model proto, graph or None, plan or None, order source)."""
+    put the nodes in its order. Returns (model proto, graph or None, plan or None, order source).
+
+    The graph is built with the workspace model (:mod:`olla_onnx.frontends.workspace`) on, unless
+    the plan was made without it (`optimize --no-workspace`: none of its buffers is a workspace),
+    so that the plan is checked against the graph it was made for.
+    """
     import onnx
 
-    from olla_onnx.plan import load_plan
+    from olla_onnx.plan import check_plan, load_plan
 
     model_path = Path(model_path)
     if not model_path.exists():
         raise OllaInputError(f"{model_path} does not exist")
     if model_path.suffix.lower() != ".onnx":
         raise OllaInputError(f"{model_path}: `run` needs an .onnx model")
+    plan = load_plan(plan_path) if plan_path is not None else None  # format checks only, before the model
     graph = None
     try:
         from olla_onnx.frontends.onnx import load_onnx
 
-        graph, _ = load_onnx(model_path, dims)
+        graph, _ = load_onnx(model_path, dims, workspace=plan is None or plan_uses_workspace(plan))
     except ImportError:
         graph = None
     except OllaInputError:
@@ -278,16 +308,23 @@ def load_model_for_run(model_path: Path, plan_path: Path | None, dims: Mapping[s
         model = onnx.load(str(model_path))
     except Exception as exc:
         raise OllaInputError(f"{model_path} is not a readable ONNX model: {exc}") from None
-    if plan_path is None:
+    if plan is None:
         return model, graph, None, "file"
     if graph is None:
         raise OllaInputError("validating a plan needs the ONNX frontend (olla_onnx.frontends.onnx)")
-    plan = load_plan(plan_path, graph)
+    check_plan(plan, graph)
     order = plan.order_indices(graph)
     nodes = list(model.graph.node)
     del model.graph.node[:]
     model.graph.node.extend(nodes[i] for i in order)
     return model, graph, plan, "plan"
+
+
+def plan_uses_workspace(plan) -> bool:
+    """Whether ``plan`` was made with the workspace model on (any of its buffers is a ``<node>::workspace``)."""
+    from olla_onnx.frontends.workspace import is_workspace
+
+    return any(is_workspace(b.tensor) for b in plan.buffers)
 
 
 def run_model(
@@ -307,9 +344,10 @@ def run_model(
     bytes when a plan is given (the plan's order simulated without the pairs
     when they are turned off), else the memory model's peak of the file's
     order. ``prediction_error`` compares it with the planned peak plus the
-    input bytes (inputs are resident in the model; onnxruntime reads them in
-    place from the caller's arrays, or from the in-place session's own input
-    buffers, so no allocator sees them).
+    input bytes plus the initializers above 127 bytes (both resident in the
+    model, and seen by no allocator: onnxruntime reads inputs in place from the
+    caller's arrays, or from the in-place session's own input buffers, and
+    holds big initializers outside its allocator, :func:`outside_allocator`).
     """
     from olla_onnx.runtime.session import check_provider
 
@@ -340,9 +378,10 @@ def run_model(
         from olla_onnx.memory import simulate
 
         predicted = simulate(graph, graph.topological_order()).peak
+    outside = outside_allocator(model, {n: t.size for n, t in graph.tensors.items()})[0] if graph is not None else 0
     err = None
     if predicted:
-        err = (planned.peak_bytes + input_bytes) / predicted - 1.0
+        err = (planned.peak_bytes + input_bytes + outside) / predicted - 1.0
     return RunReport(
         model=Path(model_path).name,
         provider=provider,
@@ -358,6 +397,7 @@ def run_model(
         resident_bytes=planned.resident_bytes,
         default_resident_bytes=default.resident_bytes,
         input_bytes=input_bytes,
+        initializer_bytes_outside=outside,
         allocs_per_run=planned.allocs_per_run,
         planned_allocs=planned.planned_allocs,
         fallbacks=planned.fallbacks,
