@@ -7,12 +7,13 @@ it; it prints nothing.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from olla_onnx.errors import OllaInputError
 from olla_onnx.graph import Graph, TensorKind
+from olla_onnx.inplace import apply_inplace
 from olla_onnx.memory import simulate
 from olla_onnx.plan import Plan
 
@@ -55,6 +56,21 @@ def live_by_kind(graph: Graph, order: Sequence[int]) -> tuple[np.ndarray, dict[s
     return sim.live, per_kind
 
 
+def memory_curves(
+    graph: Graph, orders: Mapping[str, Sequence[int]], graphs: Mapping[str, Graph] | None = None
+) -> dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """:func:`live_by_kind` per named order, each on ``graphs[name]`` when given (the graph a plan
+    with in-place pairs is for, :func:`olla_onnx.inplace.apply_inplace`), else on ``graph``."""
+    graphs = graphs or {}
+    return {name: live_by_kind(graphs.get(name, graph), order) for name, order in orders.items()}
+
+
+def plan_graph(graph: Graph, plan: Plan) -> Graph:
+    """The graph ``plan``'s order, lifetimes and buffers are for: ``graph`` with the plan's in-place
+    pairs applied (``graph`` itself without pairs). O(n + E)."""
+    return apply_inplace(graph, plan.inplace) if plan.inplace else graph
+
+
 def _scale(values: Sequence[float]) -> tuple[float, str]:
     top = max([float(v) for v in values] + [1.0])
     for div, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
@@ -69,9 +85,13 @@ def plot_memory(
     plan: Plan | None,
     path: Path,
     title: str | None = None,
+    graphs: Mapping[str, Graph] | None = None,
 ) -> Path:
     """Save one PNG: a live-memory panel per named order (stacked by kind, peak marked)
-    and, with ``plan``, the arena layout (time x offset rectangles coloured by kind)."""
+    and, with ``plan``, the arena layout (time x offset rectangles coloured by kind).
+
+    ``graphs`` names the graph an order is simulated on where it is not ``graph``
+    (an in-place plan's order: :func:`plan_graph`); the arena panel uses the plan's graph."""
     try:
         import matplotlib
 
@@ -81,7 +101,7 @@ def plot_memory(
     except ImportError:
         raise OllaInputError("plotting needs matplotlib: pip install 'olla-onnx[plot]'") from None
 
-    curves = {name: live_by_kind(graph, order) for name, order in orders.items()}
+    curves = memory_curves(graph, orders, graphs)
     div, unit = _scale([live.max(initial=0) for live, _ in curves.values()])
     rows = len(curves) + (1 if plan is not None else 0)
     fig, axes = plt.subplots(rows, 1, figsize=(11, 2.6 * rows + 0.8), squeeze=False)
@@ -120,9 +140,10 @@ def plot_memory(
     axes[len(curves) - 1].set_xlabel("step (node in execution order)")
     if plan is not None:
         ax = axes[-1]
+        pg = plan_graph(graph, plan)
         adiv, aunit = _scale([plan.arena_bytes])
         for b in plan.buffers:
-            kind = graph.tensors[b.tensor].kind.value if b.tensor in graph.tensors else "activation"
+            kind = pg.tensors[b.tensor].kind.value if b.tensor in pg.tensors else "activation"
             ax.add_patch(
                 Rectangle(
                     (b.start, b.offset / adiv),

@@ -23,17 +23,20 @@ def plot(
     """Draw live memory per step (file order, onnxruntime default, optimized) stacked by kind, and the arena."""
     from olla_onnx.commands.inspect import stock_orders
     from olla_onnx.frontends import load_graph
-    from olla_onnx.plan import load_plan
-    from olla_onnx.plot import plot_memory
+    from olla_onnx.plan import check_plan, load_plan
+    from olla_onnx.plot import plan_graph, plot_memory
+    from olla_onnx.runtime.measure import plan_uses_workspace
 
     if out.suffix.lower() != ".png":
         fail(f"-o {out}: write a .png file")
     refuse_overwrite(model, out, "-o")
+    the_plan = load_plan(plan) if plan is not None else None
     with console.status(f"loading {model} ..."):
-        loaded = load_graph(model, dims=parse_dims(dim), size_attr=size_attr)
+        workspace = the_plan is None or plan_uses_workspace(the_plan)  # the graph the plan was made for
+        loaded = load_graph(model, dims=parse_dims(dim), size_attr=size_attr, workspace=workspace)
     graph = loaded.graph
-    if plan is not None:
-        the_plan = load_plan(plan, graph)
+    if the_plan is not None:
+        check_plan(the_plan, graph)
     else:
         from olla_onnx.pipeline import optimize_model
 
@@ -45,7 +48,11 @@ def plot(
     }
     stock = stock_orders(loaded)
     orders = {label: stock[key] for label, key in named.items() if key in stock}
-    orders["optimized order (olla-onnx)"] = the_plan.order_indices(graph)
+    label = "optimized order (olla-onnx)"
+    if the_plan.inplace:
+        label = f"optimized order + {len(the_plan.inplace)} in-place updates (olla-onnx)"
+    orders[label] = the_plan.order_indices(graph)
     with console.status("drawing ..."):
-        plot_memory(graph, orders, the_plan, out, title=f"{model.stem}: live memory per step")
+        plot_memory(graph, orders, the_plan, out, title=f"{model.stem}: live memory per step",
+                    graphs={label: plan_graph(graph, the_plan)})
     console.print(f"wrote {out}")

@@ -335,6 +335,9 @@ def run_model(
     seed: int = 0,
     time_limit: float = 5.0,
     inplace: bool = True,
+    *,
+    default: DefaultMeasurement | None = None,
+    mem_reuse: bool | None = None,
 ) -> RunReport:
     """Run ``model_path`` in onnxruntime's default session and in the planned session; measure both.
 
@@ -348,6 +351,11 @@ def run_model(
     model, and seen by no allocator: onnxruntime reads inputs in place from the
     caller's arrays, or from the in-place session's own input buffers, and
     holds big initializers outside its allocator, :func:`outside_allocator`).
+
+    ``default``: a :func:`measure_default` of the same model and feeds (seed),
+    reused instead of measured again (a big model's default session costs two
+    training steps). ``mem_reuse``: see :func:`open_planned` (``None`` records
+    both ways, twice the cost, and keeps the smaller).
     """
     from olla_onnx.runtime.session import check_provider
 
@@ -357,8 +365,9 @@ def run_model(
     feeds = random_inputs(model, dims, seed)
     data = model.SerializeToString()
     pairs = {p.output: p.input for p in plan.inplace} if plan is not None and inplace else {}
-    default = measure_default(data, feeds, provider)
-    planned = measure_planned(data, feeds, provider, time_limit, inplace=pairs)
+    if default is None:
+        default = measure_default(data, feeds, provider)
+    planned = measure_planned(data, feeds, provider, time_limit, mem_reuse, inplace=pairs)
     gc.collect()
     plain_equal, plain_diff = None, None
     if pairs:
