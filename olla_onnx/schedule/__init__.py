@@ -66,7 +66,9 @@ def optimize_order(
     Steps: stock orders (input, onnxruntime's default when available) and list
     schedules; the ancestor/descendant and last-step bounds; node and group
     moves at the peak, from three starts; the min-cut bound and the pair
-    min-cut bound (both sides of a precedence choice); then, on graphs
+    min-cut bound (both sides of a precedence choice); the nested down-set
+    integer program over the nodes at the peak (a bound and an order,
+    :mod:`.chain`); then, on graphs
     of at most ``big_graph`` nodes, exact DPs on relaxed regions around the
     peak (a bound), beam search, the exact DP over the whole graph (up to
     ``exact_states`` states), and on the relaxation with shared constants
@@ -164,6 +166,32 @@ def optimize_order(
         note("min cuts on both sides of a precedence", 0.28)
         pairs(0.15)
 
+    def chains(frac: float, rounds: int = 3) -> None:
+        # the nested down-set program (CVXPY + SCIP) over the nodes at the peak: a bound, and an order
+        nonlocal lb, lb_method
+        from olla_onnx.schedule.chain import chain_step
+
+        # at least 2 s when the time allows: the first call pays for importing CVXPY (about 1 s)
+        stop = min(end, max(budget(frac), time.perf_counter() + 2.0))
+        for _ in range(rounds):
+            if done() or time.perf_counter() >= stop:
+                return
+            before = best_peak
+            new, bound = chain_step(problem, best, lb, stop)
+            if bound > lb:
+                lb, lb_method = min(bound, best_peak), "nested down-sets"
+            if new is None:
+                return
+            offer("nested down-sets", new)
+            if not done():
+                offer("nested down-sets", improve_moves(problem, best, min(stop, time.perf_counter() + 0.5)))
+            if best_peak >= before:
+                return
+
+    if not done():
+        note("nested down-sets at the peak (integer program)", 0.29)
+        chains(0.2)
+
     def regions(frac: float) -> None:
         nonlocal lb, lb_method
         rb = region_bound(problem, best, budget(frac), at_least=lb)
@@ -227,6 +255,9 @@ def optimize_order(
             if not done() and time.perf_counter() < end:
                 note("min cuts on both sides of a precedence", 0.95)
                 pairs(0.5)
+            if not done() and time.perf_counter() < end:
+                note("nested down-sets at the peak (integer program)", 0.96)
+                chains(0.5)
             if not done() and time.perf_counter() < end:
                 note("exact search on relaxed regions", 0.97)
                 regions(1.0)
