@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from olla_onnx.memory import simulate
 from olla_onnx.schedule.chain import chain_bound, chain_step, chain_value, order_from_downsets
 from olla_onnx.schedule.reduce import reduce_graph
-from tests.dags import all_topological_orders, random_graphs
+from dags import all_topological_orders, random_graphs
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

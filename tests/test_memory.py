@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from dags import all_topological_orders, random_graphs, reference_peak
+from dags import all_topological_orders, random_graphs, random_topological_order, reference_peak
 from olla_onnx.errors import GraphError, InvalidOrderError
 from olla_onnx.graph import Graph, Node, Tensor, TensorKind
 from olla_onnx.memory import ancestor_bound, lifetimes, per_node_bound, simulate
@@ -64,16 +64,7 @@ def test_simulator_equals_reference(g, rnd):
     order = g.topological_order()
     assert simulate(g, order).peak == reference_peak(g, order)
     # and on a second, random topological order
-    indeg = [len(p) for p in g.preds]
-    ready = [v for v in range(g.num_nodes) if indeg[v] == 0]
-    other = []
-    while ready:
-        v = ready.pop(rnd.randrange(len(ready)))
-        other.append(v)
-        for w in g.succs[v]:
-            indeg[w] -= 1
-            if indeg[w] == 0:
-                ready.append(w)
+    other = random_topological_order(g, rnd)
     sim = simulate(g, other)
     assert sim.peak == reference_peak(g, other)
     assert int(sim.live.max(initial=g.resident_bytes)) == sim.peak

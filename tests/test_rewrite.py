@@ -23,22 +23,12 @@ from olla_onnx.runtime.profile import profiled_order, random_feeds
 from olla_onnx.schedule.ort_default import ort_default_order, written_order_as_run
 
 sys.path.insert(0, str(Path(__file__).parent))
+import dags  # noqa: E402
 import onnx_models as M  # noqa: E402
 
 
 def random_topological_order(graph, seed: int) -> list[int]:
-    rnd = random.Random(seed)
-    indeg = [len(p) for p in graph.preds]
-    ready = [v for v, d in enumerate(indeg) if d == 0]
-    out = []
-    while ready:
-        v = ready.pop(rnd.randrange(len(ready)))
-        out.append(v)
-        for w in graph.succs[v]:
-            indeg[w] -= 1
-            if indeg[w] == 0:
-                ready.append(w)
-    return out
+    return dags.random_topological_order(graph, random.Random(seed))
 
 
 def run(path_or_model, feeds):
