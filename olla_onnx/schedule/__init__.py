@@ -169,15 +169,20 @@ def optimize_order(
     def chains(frac: float, rounds: int = 3) -> None:
         # the nested down-set program (CVXPY + SCIP) over the nodes at the peak: a bound, and an order
         nonlocal lb, lb_method
+        from olla_onnx.graph import reachability
         from olla_onnx.schedule.chain import chain_step
+        from olla_onnx.schedule.reduce import topo_order
 
         # at least 2 s when the time allows: the first call pays for importing CVXPY (about 1 s)
         stop = min(end, max(budget(frac), time.perf_counter() + 2.0))
+        reach = None
         for _ in range(rounds):
             if done() or time.perf_counter() >= stop:
                 return
             before = best_peak
-            new, bound = chain_step(problem, best, lb, stop)
+            if reach is None:
+                reach = reachability(problem.preds, problem.succs, topo_order(problem))
+            new, bound = chain_step(problem, best, lb, stop, reach=reach)
             if bound > lb:
                 lb, lb_method = min(bound, best_peak), "nested down-sets"
             if new is None:
@@ -188,7 +193,11 @@ def optimize_order(
             if best_peak >= before:
                 return
 
-    if not done():
+    # on big graphs (thousands of nodes: the full-size corpus) the whole-graph DPs, the beam, the
+    # segments and the nested down-set program rarely pay; their time goes to the moves and restarts
+    # of the loop below
+    small = problem.n <= big_graph
+    if not done() and small:
         note("nested down-sets at the peak (integer program)", 0.29)
         chains(0.2)
 
@@ -198,9 +207,6 @@ def optimize_order(
         if rb.value > lb:
             lb, lb_method = min(rb.value, best_peak), "region dp"
 
-    # on big graphs (thousands of nodes: the full-size corpus) the whole-graph DPs, the beam and the
-    # segments rarely pay; their time goes to the moves and restarts of the loop below
-    small = problem.n <= big_graph
     if not done() and small:
         note("exact search on relaxed regions", 0.3)
         regions(0.3)
@@ -255,7 +261,7 @@ def optimize_order(
             if not done() and time.perf_counter() < end:
                 note("min cuts on both sides of a precedence", 0.95)
                 pairs(0.5)
-            if not done() and time.perf_counter() < end:
+            if not done() and small and time.perf_counter() < end:
                 note("nested down-sets at the peak (integer program)", 0.96)
                 chains(0.5)
             if not done() and time.perf_counter() < end:

@@ -79,11 +79,18 @@ def _fixings(problem: Problem, chain: Sequence[int], anc: list[int], desc: list[
     return ones, zeros
 
 
-def chain_value(problem: Problem, chain: Sequence[int], time_limit: float, upper: int | None = None) -> ChainValue:
+def chain_value(
+    problem: Problem,
+    chain: Sequence[int],
+    time_limit: float,
+    upper: int | None = None,
+    reach: tuple[list[int], list[int]] | None = None,
+) -> ChainValue:
     """Lower bound on the peak of every order that runs ``chain`` in this sequence (see module docstring).
 
     ``upper`` (a known peak, scaled) is a cutoff: when SCIP shows nothing below
-    it is feasible, the value returned is ``upper``. Cost: one MILP with
+    it is feasible, the value returned is ``upper``. ``reach``: the problem's
+    (ancestor, descendant) bitsets when already known. Cost: one MILP with
     ``k * n`` binaries (fixed ones presolved away) and ``k * T`` continuous
     live indicators, at most ``time_limit`` seconds.
     """
@@ -93,7 +100,7 @@ def chain_value(problem: Problem, chain: Sequence[int], time_limit: float, upper
     t0 = time.perf_counter()
     chain = tuple(int(v) for v in chain)
     k, n, T = len(chain), problem.n, len(problem.size)
-    anc, desc = reachability(problem.preds, problem.succs, topo_order(problem))
+    anc, desc = reach if reach is not None else reachability(problem.preds, problem.succs, topo_order(problem))
     fixed = _fixings(problem, chain, anc, desc)
     if fixed is None:
         return ChainValue(chain, None, True, "no order runs the chain in this sequence", time.perf_counter() - t0)
@@ -215,7 +222,13 @@ def _sequences(anc: list[int], nodes: Sequence[int]) -> list[tuple[int, ...]]:
             if all(not (anc[s[i]] >> s[j]) & 1 for i in range(len(s)) for j in range(i + 1, len(s)))]
 
 
-def chain_bound(problem: Problem, nodes: Sequence[int], time_limit: float, upper: int | None = None) -> ChainValue | None:
+def chain_bound(
+    problem: Problem,
+    nodes: Sequence[int],
+    time_limit: float,
+    upper: int | None = None,
+    reach: tuple[list[int], list[int]] | None = None,
+) -> ChainValue | None:
     """The smallest :func:`chain_value` over every sequence of ``nodes`` some order allows: a bound for every order.
 
     Sequences the reachability forbids are skipped; at most 24 (4 nodes)
@@ -225,15 +238,15 @@ def chain_bound(problem: Problem, nodes: Sequence[int], time_limit: float, upper
     nodes = tuple(dict.fromkeys(int(v) for v in nodes))
     if len(nodes) > 4:
         raise ValueError("chain_bound takes at most 4 nodes")
-    anc, desc = reachability(problem.preds, problem.succs, topo_order(problem))
-    seqs = _sequences(anc, nodes)
+    reach = reach if reach is not None else reachability(problem.preds, problem.succs, topo_order(problem))
+    seqs = _sequences(reach[0], nodes)
     deadline = time.perf_counter() + time_limit
     best: ChainValue | None = None
     for m, seq in enumerate(seqs):
         left = (deadline - time.perf_counter()) / (len(seqs) - m)
         if left <= 0:
             return None
-        cv = chain_value(problem, seq, left, upper)
+        cv = chain_value(problem, seq, left, upper, reach)
         if cv.status.startswith("no order"):
             continue
         if cv.value is None:
@@ -246,7 +259,13 @@ def chain_bound(problem: Problem, nodes: Sequence[int], time_limit: float, upper
 
 
 def chain_step(
-    problem: Problem, order: Sequence[int], lower: int, deadline: float, max_nodes: int = 4, max_sequences: int = 6
+    problem: Problem,
+    order: Sequence[int],
+    lower: int,
+    deadline: float,
+    max_nodes: int = 4,
+    max_sequences: int = 6,
+    reach: tuple[list[int], list[int]] | None = None,
 ) -> tuple[list[int] | None, int]:
     """One round of the nested down-set program around the peak of ``order``: (an order or None, a bound).
 
@@ -262,7 +281,8 @@ def chain_step(
     if peak <= lower or problem.n < 2:
         return None, lower
     live = problem.live_per_step(order)
-    anc, _ = reachability(problem.preds, problem.succs, topo_order(problem))
+    reach = reach if reach is not None else reachability(problem.preds, problem.succs, topo_order(problem))
+    anc = reach[0]
     nodes: list[int] = []
     for step in np.argsort(-live, kind="stable"):
         v = int(order[int(step)])
@@ -276,7 +296,7 @@ def chain_step(
     left = deadline - time.perf_counter()
     if left <= 0.05:
         return None, lower
-    cv = chain_bound(problem, nodes, left, upper=peak - 1)
+    cv = chain_bound(problem, nodes, left, upper=peak - 1, reach=reach)
     if cv is None or cv.value is None:
         return None, lower
     bound = max(lower, min(cv.value, peak))
