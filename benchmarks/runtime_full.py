@@ -86,8 +86,12 @@ def _run_figures(r, measured_extra: int) -> dict[str, Any]:
     return out
 
 
-def measure_model(name: str, time_limit: float = DEFAULT_TIME_LIMIT, headroom: float = 2.2) -> dict[str, Any]:
-    """One row: optimize, the default session, the plan without and with its in-place pairs."""
+def measure_model(
+    name: str, time_limit: float = DEFAULT_TIME_LIMIT, headroom: float = 2.2, inplace_only: bool = False
+) -> dict[str, Any]:
+    """One row: optimize, the default session, the plan without (unless ``inplace_only``) and with its
+    in-place pairs. Cost: 2 training steps (default) + 4 (planned) + 5 (planned + in-place, with one
+    heap-served run of the same order to compare with); 7 with ``inplace_only``."""
     path = ROOT / "models" / f"{name}.onnx"
     t0 = time.perf_counter()
     row: dict[str, Any] = {"model": name, "load_start": os.getloadavg(), "mem_available_start": mem_available()}
@@ -124,19 +128,21 @@ def measure_model(name: str, time_limit: float = DEFAULT_TIME_LIMIT, headroom: f
             "default_allocs_per_run": default.allocs_per_run, "default_seconds": round(time.perf_counter() - t1, 1),
         })
         extra = inputs + outside
-        plain = run_model(opt, plan, inplace=False, default=default, mem_reuse=False)
-        row["planned"] = _run_figures(plain, extra)
-        gc.collect()
+        if not inplace_only:
+            plain = run_model(opt, plan, inplace=False, default=default, mem_reuse=False)
+            row["planned"] = _run_figures(plain, extra)
+            row["planned"]["simulator_error"] = row["planned"]["measured_total_bytes"] / res.peak_optimized_without_inplace - 1.0
+            gc.collect()
         if res.inplace:
             ip = run_model(opt, plan, inplace=True, default=default, mem_reuse=False)
             row["planned_inplace"] = _run_figures(ip, extra)
             # the run's own prediction is the plan's arena + resident; the simulator's is the aliased graph's peak
             row["planned_inplace"]["simulator_error"] = row["planned_inplace"]["measured_total_bytes"] / res.peak_optimized - 1.0
-        row["planned"]["simulator_error"] = row["planned"]["measured_total_bytes"] / res.peak_optimized_without_inplace - 1.0
     row["seconds"] = round(time.perf_counter() - t0, 1)
     row["load_end"] = os.getloadavg()
     row["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    row["command"] = f"flock /tmp/olla-heavy.lock nice python benchmarks/runtime_full.py --models {name}"
+    row["command"] = f"flock /tmp/olla-heavy.lock nice python benchmarks/runtime_full.py --models {name}" + (
+        " --inplace-only" if inplace_only else "")
     return row
 
 
@@ -213,14 +219,15 @@ def write_report(rows: dict[str, dict[str, Any]], out: Path) -> None:
         if "run_error" in r or "peak_ort_default_bytes" not in r:
             lines.append(f"| {m} | {r.get('run_error', r.get('error', 'not run'))} |" + " |" * 16)
             continue
-        d, p, q = r["peak_ort_default_bytes"], r["planned"], r.get("planned_inplace")
+        d, p, q = r["peak_ort_default_bytes"], r.get("planned"), r.get("planned_inplace")
         bound = (r["lower_bound"] - r["input_bytes"] - r["initializer_bytes_outside"]) / d
         lines.append(
-            f"| {m} | {_mib(d)} | {_mib(p['peak_planned_bytes'])} | {p['peak_planned_bytes'] / d:.3f} "
+            f"| {m} | {_mib(d)} | {_mib(p['peak_planned_bytes']) if p else 'not measured'} "
+            f"| {'' if not p else format(p['peak_planned_bytes'] / d, '.3f')} "
             f"| {_mib(q['peak_planned_bytes']) if q else ''} | {'' if not q else format(q['peak_planned_bytes'] / d, '.3f')} | {bound:.3f} "
-            f"| {p['fallbacks']}, {q['fallbacks'] if q else ''} | {_diff(p)}; {_diff(q) if q else ''} "
+            f"| {p['fallbacks'] if p else ''}, {q['fallbacks'] if q else ''} | {_diff(p) if p else ''}; {_diff(q) if q else ''} "
             f"| {'' if not q else ('yes' if q['inplace_equals_plain'] else 'NO')} "
-            f"| {_pct(p['simulator_error'])} | {_pct(q['simulator_error']) if q else ''} | {_pct(q['prediction_error']) if q else ''} "
+            f"| {_pct(p['simulator_error']) if p else ''} | {_pct(q['simulator_error']) if q else ''} | {_pct(q['prediction_error']) if q else ''} "
             f"| {_mib(r['input_bytes'])} | {r['seconds']:.0f} "
             f"| {r['load_start'][0]:.1f} / {r['load_end'][0]:.1f} | {r['max_rss_bytes'] / 2**30:.1f} |"
         )
@@ -237,13 +244,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", nargs="*", default=[], help=f"models/<name>.onnx to measure, one per call is best ({' '.join(MODELS)})")
     ap.add_argument("--report", action="store_true", help="write the markdown from the JSON")
+    ap.add_argument("--inplace-only", action="store_true",
+                    help="measure the plan only as `run` uses it (with its in-place pairs): 7 training steps instead of 11")
     ap.add_argument("--time-limit", type=float, default=DEFAULT_TIME_LIMIT, help="optimize's order search seconds (its default)")
     ap.add_argument("--json", type=Path, default=RESULTS / "runtime_full.json")
     ap.add_argument("--out", type=Path, default=RESULTS / "runtime_full.md")
     args = ap.parse_args()
     for name in args.models:
         try:
-            row = measure_model(name, args.time_limit)
+            row = measure_model(name, args.time_limit, inplace_only=args.inplace_only)
         except Exception as exc:  # a failed model is recorded, not hidden
             row = {"model": name, "error": f"{type(exc).__name__}: {exc}"}
         rows = _load(args.json)  # re-read: another call may have written meanwhile
