@@ -75,6 +75,15 @@ def mem_available() -> int:
     return 0
 
 
+def peak_composition(graph, order) -> dict[str, int]:
+    """Live bytes by tensor kind at the simulated peak of ``order`` on ``graph`` (resident kinds included)."""
+    from olla_onnx.plot import live_by_kind
+
+    live, per_kind = live_by_kind(graph, order)
+    at = int(live.argmax())
+    return {k: int(v[at]) for k, v in per_kind.items() if int(v[at])}
+
+
 def _run_figures(r, measured_extra: int) -> dict[str, Any]:
     rep = r.report()
     keep = ("peak_planned_bytes", "arena_bytes", "arena_lower_bound", "resident_bytes", "fallbacks", "first_fallback",
@@ -103,6 +112,7 @@ def measure_model(
         "lower_bound": res.lower_bound, "optimal": res.optimal, "plan_arena_bytes": res.arena_bytes,
         "plan_resident_bytes": res.plan.resident_bytes, "inplace_pairs": len(res.inplace), "inplace_bytes": res.inplace_bytes,
         "optimize_seconds": round(res.seconds, 2),
+        "plan_peak_by_kind": peak_composition(res.graph, res.order),
     })
     need = int(headroom * (res.peak_ort_default or res.peak_input_order))
     if row["mem_available_start"] < need:
@@ -166,8 +176,14 @@ def _why(r: dict[str, Any]) -> str:
     extra = r["input_bytes"] + r["initializer_bytes_outside"]
     best = r["planned_inplace"]["peak_planned_bytes"] if "planned_inplace" in r else r["planned"]["peak_planned_bytes"]
     bound = r["lower_bound"] - extra  # no order of the in-place graph peaks below it (memory model)
+    kinds = r.get("plan_peak_by_kind")
+    comp = ""
+    if kinds:
+        total = sum(kinds.values())
+        comp = (" At the plan's simulated peak" + (" (fresh optimize)" if r.get("plan_peak_by_kind_note") else "") + ": " + ", ".join(
+            f"{k.replace('_', ' ')} {_mib(v)} MiB ({v / total:.0%})" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])) + ".")
     parts = [
-        f"default {_mib(d)} MiB, best planned {_mib(best)} MiB ({best / d:.3f}).",
+        f"default {_mib(d)} MiB, best planned {_mib(best)} MiB ({best / d:.3f}).{comp}",
         f"The sound lower bound of the in-place graph, less the inputs and big initializers that neither peak counts, "
         f"is {_mib(bound)} MiB = {bound / d:.3f} of the default peak: "
         + ("no order and placement can reach the 0.7 target under the memory model." if bound > TARGET * d
@@ -216,6 +232,10 @@ def write_report(rows: dict[str, dict[str, Any]], out: Path) -> None:
     notes = []
     for m in order:
         r = rows[m]
+        if "peak_ort_default_bytes" in r and "plan_peak_by_kind" not in r:  # rows measured before it was recorded
+            res = optimize_model(load_graph(ROOT / "models" / f"{m}.onnx"))
+            r["plan_peak_by_kind"] = peak_composition(res.graph, res.order)
+            r["plan_peak_by_kind_note"] = "from a fresh optimize (same settings) in the report step"
         if "run_error" in r or "peak_ort_default_bytes" not in r:
             lines.append(f"| {m} | {r.get('run_error', r.get('error', 'not run'))} |" + " |" * 16)
             continue
