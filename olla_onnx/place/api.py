@@ -12,6 +12,7 @@ from olla_onnx.place.decompose import dust_mask, place_by_windows
 from olla_onnx.place.greedy import best_greedy
 from olla_onnx.place.problem import Buffers, aligned_sizes, check_placement, max_load
 from olla_onnx.place.search import search_placement
+from olla_onnx.place.split import place_split, split_candidates
 
 #: Largest independent window (in buffers) handed to the exact search; above it
 #: the neighbour lists (O(n * k) memory for k buffers alive together) and the
@@ -39,7 +40,7 @@ DECOMPOSE_TRIES: tuple[tuple[float, bool, tuple[str, ...], int], ...] = (
 )
 #: Share of the time left that the first of the two steps (decomposition,
 #: exact search) may use on a big window.
-FIRST_STEP_SHARE = {"decompose": 0.7, "search": 0.5}
+FIRST_STEP_SHARE = {"split": 0.4, "decompose": 0.7, "search": 0.5}
 #: A big window goes to the decomposition first when at least this share of
 #: its buffers is dust (see :func:`_dust_share`).
 DUSTY_SHARE = 0.1
@@ -269,15 +270,24 @@ def place(
         # Big windows: the decomposition first where dust crowds the search,
         # else the search first; the first step may use a share of the time.
         steps = ["search"]
+        cands: list[tuple[int, int, int]] = []
         if g.size >= DECOMPOSE_MIN_BUFFERS:
             dusty = _dust_share(lo[g], up[g], sz[g], goal, alignment) >= DUSTY_SHARE
             steps = ["decompose", "search"] if dusty else ["search", "decompose"]
+            # A size split whose two max loads fit the goal goes first.
+            cands = split_candidates(lo[g], up[g], sz[g] // alignment, goal // alignment)
+            if cands:
+                steps.insert(0, "split")
         for i, step in enumerate(steps):
             now = time.perf_counter()
             if r[2] <= goal or now >= deadline:
                 break
             until = deadline if i == len(steps) - 1 else now + FIRST_STEP_SHARE[step] * (deadline - now)
-            if step == "decompose":
+            if step == "split":
+                s_off, s_arena = place_split(lo[g], up[g], sz[g] // alignment, goal // alignment, until, cands)
+                if s_off is not None and s_arena * alignment < r[2]:
+                    r[1], r[2], r[3], r[4] = s_off * alignment, s_arena * alignment, "split", s_arena * alignment <= bound
+            elif step == "decompose":
                 d_off, d_arena, _ = _decompose_window(lo[g], up[g], sz[g], r[2], goal, until, alignment)
                 if d_off is not None:
                     r[1], r[2], r[3], r[4] = d_off, d_arena, "windows", d_arena <= bound
