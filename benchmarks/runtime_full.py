@@ -96,7 +96,8 @@ def _run_figures(r, measured_extra: int) -> dict[str, Any]:
 
 
 def measure_model(
-    name: str, time_limit: float = DEFAULT_TIME_LIMIT, headroom: float = 3.5, inplace_only: bool = False
+    name: str, time_limit: float = DEFAULT_TIME_LIMIT, headroom: float = 3.5, inplace_only: bool = False,
+    optimize_only: str | None = None,
 ) -> dict[str, Any]:
     """One row: optimize, the default session, the plan without (unless ``inplace_only``) and with its
     in-place pairs. Cost: 2 training steps (default) + 4 (planned) + 5 (planned + in-place, with one
@@ -114,6 +115,11 @@ def measure_model(
         "optimize_seconds": round(res.seconds, 2),
         "plan_peak_by_kind": peak_composition(res.graph, res.order),
     })
+    if optimize_only:
+        row["run_error"] = f"not run in onnxruntime: {optimize_only}"
+        row["seconds"] = round(time.perf_counter() - t0, 1)
+        row["command"] = f"nice python benchmarks/runtime_full.py --models {name} --optimize-only '{optimize_only}'"
+        return row
     # headroom: ResNet-50's process peaked at 9.8 GiB of RSS, 3.46 x its simulated default peak (2.84 GiB)
     need = int(headroom * (res.peak_ort_default or res.peak_input_order))
     if row["mem_available_start"] < need:
@@ -253,6 +259,32 @@ def write_report(rows: dict[str, dict[str, Any]], out: Path) -> None:
             f"| {r['load_start'][0]:.1f} / {r['load_end'][0]:.1f} | {r['max_rss_bytes'] / 2**30:.1f} |"
         )
         notes.append(f"- **{m}**: {_why(r)}")
+    sim_only = [m for m in order if "peak_ort_default_bytes" not in rows[m] and "sim_peak_optimized" in rows[m]]
+    if sim_only:
+        lines += [
+            "",
+            "## Not run in onnxruntime: the simulator's figures",
+            "",
+            "MiB, from `optimize` (default settings) and the simulator only, resident bytes (inputs, initializers) left out",
+            "(as the measured peaks leave out inputs and big initializers). *sim. default*: onnxruntime's default order simulated (the measured default session held",
+            "more than this on every model measured above); *plan*: the plan's arena (order + in-place); *bound*: the",
+            "in-place graph's lower bound.",
+            "",
+            "| model | why not run | sim. default | plan | plan/sim. default | bound/sim. default |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        for m in sim_only:
+            r = rows[m]
+            # inputs are resident in the simulator; big initializers are not known without loading: use resident bytes
+            base = r["sim_peak_ort_default"] - r["resident_bytes"]
+            lines.append(
+                f"| {m} | {r['run_error']} | {_mib(base)} | {_mib(r['plan_arena_bytes'])} "
+                f"| {r['plan_arena_bytes'] / base:.3f} | {(r['lower_bound'] - r['resident_bytes']) / base:.3f} |"
+            )
+            kinds = r.get("plan_peak_by_kind") or {}
+            total = sum(kinds.values()) or 1
+            notes.append(f"- **{m}** (not run): at the plan's simulated peak: " + ", ".join(
+                f"{k.replace('_', ' ')} {_mib(v)} MiB ({v / total:.0%})" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])) + ".")
     lines += ["", "## Per model", "", *notes, ""]
     out.write_text("\n".join(lines))
 
@@ -265,6 +297,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", nargs="*", default=[], help=f"models/<name>.onnx to measure, one per call is best ({' '.join(MODELS)})")
     ap.add_argument("--report", action="store_true", help="write the markdown from the JSON")
+    ap.add_argument("--optimize-only", metavar="REASON", default=None,
+                    help="record only optimize's and the simulator's figures (light), with REASON for not running")
     ap.add_argument("--inplace-only", action="store_true",
                     help="measure the plan only as `run` uses it (with its in-place pairs): 7 training steps instead of 11")
     ap.add_argument("--time-limit", type=float, default=DEFAULT_TIME_LIMIT, help="optimize's order search seconds (its default)")
@@ -273,7 +307,7 @@ def main() -> None:
     args = ap.parse_args()
     for name in args.models:
         try:
-            row = measure_model(name, args.time_limit, inplace_only=args.inplace_only)
+            row = measure_model(name, args.time_limit, inplace_only=args.inplace_only, optimize_only=args.optimize_only)
         except Exception as exc:  # a failed model is recorded, not hidden
             row = {"model": name, "error": f"{type(exc).__name__}: {exc}"}
         rows = _load(args.json)  # re-read: another call may have written meanwhile
