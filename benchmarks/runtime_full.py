@@ -42,6 +42,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import sys
 import tempfile
 import time
@@ -118,7 +119,7 @@ def measure_model(
     if optimize_only:
         row["run_error"] = f"not run in onnxruntime: {optimize_only}"
         row["seconds"] = round(time.perf_counter() - t0, 1)
-        row["command"] = f"nice python benchmarks/runtime_full.py --models {name} --optimize-only '{optimize_only}'"
+        row["command"] = f"nice python benchmarks/runtime_full.py --models {name} --optimize-only {shlex.quote(optimize_only)}"
         return row
     # headroom: ResNet-50's process peaked at 9.8 GiB of RSS, 3.46 x its simulated default peak (2.84 GiB)
     need = int(headroom * (res.peak_ort_default or res.peak_input_order))
