@@ -4,10 +4,11 @@
     nice python benchmarks/corpus_check.py --only resnet18.onnx --only vgg16.onnx
 
 Each graph is checked in its own subprocess (so its peak memory is its own,
-read from the child's max RSS): the test point (`olla_onnx.export.build.check_inputs`:
+read from the child's max RSS, also after each phase: `max_rss_gib_after`): the test point (`olla_onnx.export.build.check_inputs`:
 the seeded inputs of `compare.make_inputs`, seed 0, moved so that every ReLU
 and max-pool decision has a margin, see `olla_onnx/export/testpoint.py`; its
-margins are recorded under `test_point`), the PyTorch step (module forward,
+margins are recorded under `test_point`; a variant with a `test_point_batch` gets the point
+found at that batch, tiled, see `check_inputs`), the PyTorch step (module forward,
 `loss.backward()`, `torch.optim`), then onnxruntime (CPU provider, default
 options), then the comparison (loss and every `param_out.*` within 1e-4
 relative; state and update errors recorded). Freed memory is handed back to
@@ -63,21 +64,27 @@ def check_one(fname: str, float64: bool = False) -> dict:
     entry = BY_NAME[rec["model"]]
     tiny = rec["variant"] == "tiny"
     model = onnx.load(MODELS / fname)
+    def rss() -> float:  # max RSS so far (monotone: the phase that raised it is the one that set it)
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+
     t0 = time.perf_counter()
     inputs, _, point = check_inputs(entry, tiny, model)
     _trim()
     t1 = time.perf_counter()
+    after = {"test_point": rss()}
     ref = reference_step(entry, entry.variant(tiny), inputs)
     _trim()
     t2 = time.perf_counter()
+    after["torch"] = rss()
     got = run_onnxruntime(model, inputs)
     del model
     _trim()
     t3 = time.perf_counter()
+    after["onnxruntime"] = rss()
     result = compare(got, ref, inputs).as_dict()
     result |= {"seed": 0, "test_point": point, "test_point_seconds": round(t1 - t0, 1),
                "torch_seconds": round(t2 - t1, 1), "onnxruntime_seconds": round(t3 - t2, 1),
-               "max_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
+               "max_rss_gib": rss(), "max_rss_gib_after": after}
     if float64:
         import torch
 

@@ -37,6 +37,26 @@ def test_manifest_lists_every_onnx_file_and_corpus_is_small():
         assert r["file_bytes"] == (MODELS / f).stat().st_size, f
 
 
+def test_full_size_vision_graphs_take_224_images_at_batch_32_or_more():
+    """The issue's realistic sizes; a check whose test point was tiled says so consistently."""
+    vision = 0
+    for fname, r in MANIFEST["models"].items():
+        model = onnx.load(MODELS / fname, load_external_data=False)
+        x = next(vi for vi in model.graph.input if vi.name == "batch.input")
+        dims = [d.dim_value for d in x.type.tensor_type.shape.dim]
+        if r["variant"] != "full" or len(dims) != 4:
+            continue
+        vision += 1
+        assert dims[0] >= 32, (fname, dims)
+        assert dims[2:] == [224, 224] or fname == "cnn.onnx", (fname, dims)  # (the small CNN is CIFAR-sized)
+        tiled = r["check"]["test_point"].get("tiled") if r.get("check") and r["check"].get("test_point") else None
+        if tiled:
+            assert tiled["test_point_batch"] * tiled["copies"] == dims[0], fname
+            assert r["check"]["test_point"]["pool_near_ties_left"] == (
+                tiled["copies"] * tiled["margins_at_test_point_batch"]["pool_near_ties_left"]), fname
+    assert vision >= 7
+
+
 @pytest.mark.parametrize("fname", ALL)
 def test_graph_valid_default_domain_static_and_named(fname):
     model = onnx.load(MODELS / fname)

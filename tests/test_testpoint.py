@@ -123,3 +123,46 @@ def test_point_on_a_small_cnn_has_the_margins_it_records():
     relu_margin, pool_gap = _cnn_margins(make, moved)
     assert relu_margin == pytest.approx(rec["relu_min_margin"], rel=1e-6) and relu_margin > 9e-4
     assert pool_gap == pytest.approx(rec["pool_min_gap"], rel=1e-6) and pool_gap >= 1e-5
+
+
+def test_tiled_test_point_gives_the_small_batch_step():
+    """A variant with ``test_point_batch`` gets the small-batch point tiled (build.check_inputs): with
+    batch statistics and a mean loss the tiled step is the small-batch step, margins included."""
+    import dataclasses
+    from pathlib import Path
+
+    import onnx
+
+    from olla_onnx.export.build import check_inputs
+    from olla_onnx.export.corpus import BY_NAME, reference_step
+
+    entry = BY_NAME["unet"]
+    small = onnx.load(Path(__file__).resolve().parent.parent / "models" / "unet_tiny.onnx")
+    b = entry.tiny.input_shape[0]
+    big = onnx.ModelProto()
+    big.CopyFrom(small)
+    for vi in big.graph.input:
+        if vi.name.startswith("batch."):
+            vi.type.tensor_type.shape.dim[0].dim_value = 3 * b
+    tiled = dataclasses.replace(entry.tiny, input_shape=(3 * b,) + entry.tiny.input_shape[1:],
+                                target_shape=(3 * b,) + entry.tiny.target_shape[1:], test_point_batch=b)
+    tiled_entry = dataclasses.replace(entry, tiny=tiled)
+    p_small, moved_small, rec_small = check_inputs(entry, True, small)
+    p_big, moved_big, rec_big = check_inputs(tiled_entry, True, big)
+    assert moved_small and set(moved_big) == set(moved_small) | {"batch.input", "batch.target"}
+    for k, v in p_small.items():
+        want = np.concatenate([v] * 3) if k.startswith("batch.") else v
+        assert np.array_equal(p_big[k], want), k
+    assert rec_big["tiled"]["copies"] == 3 and rec_big["tiled"]["test_point_batch"] == b
+    assert rec_big["relu_min_margin"] == pytest.approx(rec_small["relu_min_margin"], rel=1e-6)
+    assert rec_big["pool_min_gap"] == pytest.approx(rec_small["pool_min_gap"], rel=1e-6)
+    assert rec_big["pool_near_ties_left"] == rec_small["pool_near_ties_left"] == 0
+    # the step itself: same loss, same updated parameters and state (float64: no rounding to hide behind)
+    s_small = reference_step(entry, entry.tiny, p_small, dtype=torch.float64)
+    s_big = reference_step(tiled_entry, tiled, p_big, dtype=torch.float64)
+    assert set(s_small) == set(s_big)
+    for k, v in s_small.items():
+        assert np.allclose(s_big[k], v, rtol=1e-9, atol=1e-12 * max(1.0, float(np.max(np.abs(v))))), k
+    moved = max(float(np.max(np.abs(s_small[k] - p_small[k.replace("param_out.", "param.")])))
+                for k in s_small if k.startswith("param_out."))
+    assert moved > 1e-6  # the step changed something

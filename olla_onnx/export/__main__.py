@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
                 rec["check"], ref, moved = build.check_against_torch(entry, tiny, model)
                 if tiny:
                     build.save_reference(args.models_dir / "reference" / f"{entry.file_name(tiny)}.npz", ref, moved)
-            elif "check" in old and old.get("nodes") == rec["nodes"]:
-                rec["check"] = old["check"]  # same graph size; the recorded full check stays
+            elif "check" in old and all(old.get(k) == rec[k] for k in ("nodes", "batch", "optimizer")):
+                rec["check"] = old["check"]  # same graph size and batch; the recorded full check stays
             manifest["models"][rec["file"]] = rec
             build.save_manifest(args.models_dir, manifest)
             chk = rec.get("check")

@@ -44,13 +44,21 @@ def _dims(vi: onnx.ValueInfoProto) -> tuple[int, ...]:
     return tuple(dims)
 
 
-def make_inputs(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
-    """The seeded inputs of a corpus graph, in graph-input order (see module docstring)."""
+def make_inputs(model: onnx.ModelProto, seed: int = 0, batch: int | None = None) -> dict[str, np.ndarray]:
+    """The seeded inputs of a corpus graph, in graph-input order (see module docstring).
+
+    With ``batch`` the ``batch.*`` inputs get that many samples instead of the
+    graph's: the inputs the same graph exported at that batch would get (the
+    ``batch.*`` inputs come after every parameter and state input, so those
+    are drawn the same).
+    """
     rng = np.random.default_rng(seed)
     meta = {p.key: p.value for p in model.metadata_props}
     out: dict[str, np.ndarray] = {}
     for vi in model.graph.input:
         name, shape = vi.name, _dims(vi)
+        if batch is not None and name.startswith("batch."):
+            shape = (batch,) + shape[1:]
         dtype = helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
         if name.startswith("param."):
             if len(shape) == 1:

@@ -40,6 +40,9 @@ class Variant:
     target_shape: tuple[int, ...]
     classes: int
     input_high: int | None = None  # token ids: vocabulary size; None: float images/features
+    # the numerical check's test point is found at this batch and tiled along the batch axis
+    # (build.check_inputs); None: found at the full batch
+    test_point_batch: int | None = None
 
     def batch_desc(self) -> str:
         kind = "int64 tokens" if self.input_high else "float32"
@@ -65,8 +68,8 @@ class Entry:
         return f"{self.name}_tiny" if tiny else self.name
 
 
-def _v(make, inp, tgt, classes, high=None) -> Variant:
-    return Variant(make, tuple(inp), tuple(tgt), classes, high)
+def _v(make, inp, tgt, classes, high=None, test_point_batch=None) -> Variant:
+    return Variant(make, tuple(inp), tuple(tgt), classes, high, test_point_batch)
 
 
 CORPUS: tuple[Entry, ...] = (
@@ -93,7 +96,7 @@ CORPUS: tuple[Entry, ...] = (
           _v(lambda: nets.MobileNetV2(10, 0.25, 64), (8, 3, 64, 64), (8,), 10)),
     Entry("unet", "U-Net, depth 4, base width 64, padded convs + batch norm, transposed-conv upsampling; "
                   "2-class per-pixel segmentation", ADAM,
-          _v(lambda: nets.UNet(3, 2, 64, 4), (8, 3, 224, 224), (8, 224, 224), 2),
+          _v(lambda: nets.UNet(3, 2, 64, 4), (32, 3, 224, 224), (32, 224, 224), 2, test_point_batch=8),
           _v(lambda: nets.UNet(3, 2, 4, 2), (2, 3, 16, 16), (2, 16, 16), 2)),
     Entry("gpt2", "GPT-2 124M (12 layers, 768 wide, 12 heads, vocab 50257, tied embedding); "
                   "next-token loss", ADAMW,

@@ -272,26 +272,10 @@ def decision_margin_point(make_module: Callable[[], nn.Module], inputs: dict[str
     image = inputs["batch.input"].dtype == np.float32
     x_in = torch.from_numpy(inputs["batch.input"].astype(np.float64)) if image else torch.from_numpy(inputs["batch.input"])
 
-    def fresh(point: dict[str, np.ndarray] = inputs) -> nn.Module:
-        torch.manual_seed(0)
-        m = make_module().to(torch.float64)
-        m.train()
-        with torch.no_grad():
-            for n, p in m.named_parameters():
-                p.copy_(torch.from_numpy(np.asarray(point[f"param.{n}"], dtype=np.float64)))
-        return m
-
-    def forward(pas: _Pass, x: torch.Tensor, grad: bool = False) -> None:
-        with pas.active(), torch.set_grad_enabled(grad):
-            try:
-                pas.module(x)
-            except _Stop:
-                pass
-
     # 1. ReLU margins: one pass over the whole forward; the shifts stay fixed from here on (moving
     #    them again would move every value behind them, and so every max-pool gap there)
-    pas = _Pass(fresh(), "nudge", pool_tau, window)
-    forward(pas, x_in)
+    pas = _Pass(_float64_module(make_module, inputs), "nudge", pool_tau, window)
+    _forward(pas, x_in)
     if not pas.ties and not pas.deltas:
         return dict(inputs), {"decisions": 0, "seconds": round(time.perf_counter() - t0, 1)}
     deltas, module, stats, ties, risks = pas.deltas, pas.module, pas.bn_stats, pas.ties, pas.risks
@@ -319,7 +303,7 @@ def decision_margin_point(make_module: Callable[[], nn.Module], inputs: dict[str
                       stop_after_pool=last_pool if not any(len(r[0]) for r in risks) else None)
             g.chunk0 = c0
             xc = x_in[c0:c0 + CHUNK].clone().requires_grad_()
-            forward(g, xc, grad=True)
+            _forward(g, xc, grad=True)
             if g.gaps:
                 (gx,) = torch.autograd.grad(sum(g.gaps), xc)
                 grad[c0:c0 + CHUNK] = gx
@@ -327,7 +311,7 @@ def decision_margin_point(make_module: Callable[[], nn.Module], inputs: dict[str
         x_in = x_in + (4 * pool_tau * n_ties / float((grad * grad).sum())) * grad
         rounds += 1
         det = _Pass(module, "measure", pool_tau, window)
-        forward(det, x_in)
+        _forward(det, x_in)
         stats, ties, risks = det.bn_stats, det.ties, det.risks
         del grad, det
         gc.collect()
@@ -341,22 +325,56 @@ def decision_margin_point(make_module: Callable[[], nn.Module], inputs: dict[str
     if image:
         out["batch.input"] = x_in.numpy().astype(np.float32)
     shifts = [float(np.max(np.abs(out[f"param.{k}"].astype(np.float64) - inputs[f"param.{k}"]))) for k in deltas]
-    # measure the margins at the rounded float32 point, nothing moved
-    meas = _Pass(fresh(out), "measure", pool_tau, window)
-    forward(meas, torch.from_numpy(out["batch.input"].astype(np.float64)) if image
-            else torch.from_numpy(out["batch.input"]))
     info = {
         "decisions": "ReLU bias shifts + max-pool near-tie breaking (olla_onnx.export.testpoint)",
         "relu_window_std": window, "pool_tau": pool_tau,
-        "relu_min_margin": min(meas.relu_margins) if meas.relu_margins else None,
-        "pool_min_gap": min(meas.pool_gaps) if meas.pool_gaps else None,
-        "pool_near_ties_left": sum(len(t) for t in meas.ties),
-        "relu_inputs_below_floor": sum(len(r[0]) for r in meas.risks), "relu_floor_std": RELU_FLOOR,
+        **measure_point(make_module, out, pool_tau),  # at the rounded float32 point, nothing moved
         "shifted_biases": len(shifts), "max_bias_shift": max(shifts) if shifts else 0.0,
         "max_input_shift": float(np.max(np.abs(out["batch.input"].astype(np.float64) - inputs["batch.input"])))
         if image else 0.0,
         "tie_rounds": rounds, "seconds": round(time.perf_counter() - t0, 1),
     }
+    return out, info
+
+
+def _float64_module(make_module: Callable[[], nn.Module], point: dict[str, np.ndarray]) -> nn.Module:
+    """``make_module()`` in float64 and train mode, with its parameters taken from ``point``."""
+    torch.manual_seed(0)
+    m = make_module().to(torch.float64)
+    m.train()
+    with torch.no_grad():
+        for n, p in m.named_parameters():
+            p.copy_(torch.from_numpy(np.asarray(point[f"param.{n}"], dtype=np.float64)))
+    return m
+
+
+def _forward(pas: _Pass, x: torch.Tensor, grad: bool = False) -> None:
+    with pas.active(), torch.set_grad_enabled(grad):
+        try:
+            pas.module(x)
+        except _Stop:
+            pass
+
+
+def measure_point(make_module: Callable[[], nn.Module], point: dict[str, np.ndarray],
+                  pool_tau: float = POOL_TAU) -> dict:
+    """The decision margins at ``point`` (nothing moved), from one float64 forward pass.
+
+    ``relu_min_margin``: min |ReLU input - kink| / channel std (None without ReLUs);
+    ``pool_min_gap``: min top-2 gap / max|input| over max-pool windows with a positive
+    maximum (None without max-pools); ``pool_near_ties_left``: windows whose gap is below
+    ``pool_tau``; ``relu_inputs_below_floor``: ReLU inputs closer than ``RELU_FLOOR`` std
+    to a kink. Cost: one float64 forward with a per-channel pass over every ReLU input.
+    """
+    x = point["batch.input"]
+    meas = _Pass(_float64_module(make_module, point), "measure", pool_tau, RELU_WINDOW)
+    _forward(meas, torch.from_numpy(x.astype(np.float64) if x.dtype == np.float32 else x))
+    info = {
+        "relu_min_margin": min(meas.relu_margins) if meas.relu_margins else None,
+        "pool_min_gap": min(meas.pool_gaps) if meas.pool_gaps else None,
+        "pool_near_ties_left": sum(len(t) for t in meas.ties),
+        "relu_inputs_below_floor": sum(len(r[0]) for r in meas.risks), "relu_floor_std": RELU_FLOOR,
+    }
     del meas
     gc.collect()
-    return out, info
+    return info
