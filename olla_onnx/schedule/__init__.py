@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
+
 from olla_onnx.graph import Graph
 from olla_onnx.memory import ancestor_bound, simulate
 
@@ -197,7 +199,14 @@ def optimize_order(
     # segments and the nested down-set program rarely pay; their time goes to the moves and restarts
     # of the loop below
     small = problem.n <= big_graph
-    if not done() and small:
+    def heavy_peak() -> bool:
+        # the program pays where a node's own outputs (a kernel workspace, say) are a large part of the
+        # peak, so that a few such nodes each need a low-load moment; elsewhere it costs ~1 s for nothing
+        live = problem.live_per_step(best)
+        top = [best[int(st)] for st in np.argsort(-live, kind="stable")[:4]]
+        return max(sum(problem.size[t] for t in problem.outs[v]) for v in top) * 4 >= best_peak
+
+    if not done() and small and heavy_peak():
         note("nested down-sets at the peak (integer program)", 0.29)
         chains(0.2)
 
@@ -246,6 +255,9 @@ def optimize_order(
     if not done() and small and time.perf_counter() < end:
         note("segments", 0.8)
         offer("segments", solve_segments(problem, best, budget(0.4)))
+    if not done() and not small and time.perf_counter() < end:
+        note("restarts from min-cut splits at the peak", 0.85)
+        offer("cut restarts", cut_restarts(problem, best, budget(0.5)))
     while not done() and time.perf_counter() < end:
         note("windows and moves around the peak", 0.9)
         before = best_peak
@@ -261,7 +273,7 @@ def optimize_order(
             if not done() and time.perf_counter() < end:
                 note("min cuts on both sides of a precedence", 0.95)
                 pairs(0.5)
-            if not done() and small and time.perf_counter() < end:
+            if not done() and small and heavy_peak() and time.perf_counter() < end:
                 note("nested down-sets at the peak (integer program)", 0.96)
                 chains(0.5)
             if not done() and time.perf_counter() < end:
