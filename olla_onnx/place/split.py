@@ -17,8 +17,9 @@ goal, never assumed. Nothing here claims optimality.
 
 Which threshold: every size class for which the inequality holds is a
 candidate; candidates with fewer big buffers come first (a smaller search).
-First every candidate gets two quick dives per preorder (``max_rounds=2``),
-preorder by preorder; the time left goes to full searches in the same order.
+Every candidate gets two quick dives per preorder (``max_rounds=2``: at most
+2n, then 4n nodes), preorder by preorder; no long search (where the dives
+fail, the search is lost in its heavy tail and other methods do better).
 Cost: O(classes * n log n) to find the candidates, then one search and one
 best fit (O(n * k)) per candidate tried.
 """
@@ -33,6 +34,8 @@ from olla_onnx.place.greedy import best_fit
 from olla_onnx.place.problem import max_load
 from olla_onnx.place.search import search_placement
 
+#: Size classes tried as thresholds at most (spread over all classes).
+MAX_CLASSES = 48
 #: Candidates tried at most (fewest big buffers first).
 MAX_CANDIDATES = 4
 #: The search's preorders, each dived once per candidate before any long search.
@@ -45,10 +48,15 @@ def split_candidates(lower: np.ndarray, upper: np.ndarray, sizes: np.ndarray, go
     A threshold qualifies when ``max_load(big) + max_load(small) <= goal`` and
     both sides are non-empty. Kept: the Pareto front of (fewer big buffers,
     more slack ``goal - max_load(big) - max_load(small)``: a looser search),
-    sorted by the number of big buffers. O(classes * n log n).
+    sorted by the number of big buffers. Where sizes take more than
+    ``MAX_CLASSES`` values, thresholds are that many classes spread evenly
+    over the sorted classes. O(min(classes, MAX_CLASSES) * n log n).
     """
     out = []
-    for c in np.unique(sizes)[1:].tolist():
+    classes = np.unique(sizes)[1:]
+    if classes.size > MAX_CLASSES:  # a spread of thresholds, not every class
+        classes = np.unique(classes[np.linspace(0, classes.size - 1, MAX_CLASSES).astype(np.int64)])
+    for c in classes.tolist():
         big = sizes >= c
         small_load = max_load(lower[~big], upper[~big], sizes[~big])
         if small_load == 0:
@@ -89,21 +97,18 @@ def place_split(
     cands = candidates[:MAX_CANDIDATES]
     best_off, best_arena = None, 0
     refuted: set[int] = set()
-    # Pass 1: two dives (at most 2n, then 4n nodes) per preorder and candidate; pass 2:
-    # full searches (all preorders, doubling node limits) sharing the time left.
-    tries = [(c, small_load, (h,), 2) for h in DIVE_PREORDERS for c, _, small_load in cands]
-    tries += [(c, small_load, DIVE_PREORDERS, None) for c, _, small_load in cands]
-    for k, (c, small_load, heuristics, rounds) in enumerate(tries):
+    # Two dives (at most 2n, then 4n nodes) per preorder and candidate, preorder
+    # by preorder: the search either lands at once or is lost in a heavy tail.
+    tries = [(c, small_load, h) for h in DIVE_PREORDERS for c, _, small_load in cands]
+    for c, small_load, h in tries:
         left = deadline - time.perf_counter()
         if left <= 0 or (best_off is not None and best_arena <= goal):
             break
         if c in refuted:
             continue
         big = np.flatnonzero(sizes >= c)
-        share = left if rounds else left / sum(1 for t in tries[k:] if t[0] not in refuted)
         res = search_placement(
-            lower[big], upper[big], sizes[big], goal - small_load, time_limit=share,
-            heuristics=heuristics, max_rounds=rounds,
+            lower[big], upper[big], sizes[big], goal - small_load, time_limit=left, heuristics=(h,), max_rounds=2
         )
         if res.status == "infeasible":
             refuted.add(c)  # proven: the big ones do not fit below the band
