@@ -238,10 +238,13 @@ def place(
     window's max-load bound (or ``capacity``), the exact search of
     :mod:`olla_onnx.place.search` tightens it, keeping the best answer found
     when ``time_limit`` runs out. Windows of at least
-    ``DECOMPOSE_MIN_BUFFERS`` buffers also get the hottest-window-first
-    decomposition of :mod:`olla_onnx.place.decompose` (first, with 70% of the
-    time, where tiny "dust" buffers are many; else after the search has had
-    half of it). With ``minimize=False`` and a capacity, the
+    ``DECOMPOSE_MIN_BUFFERS`` buffers first get the size split of
+    :mod:`olla_onnx.place.split` (where some size threshold qualifies; 30% of
+    the time), then the hottest-window-first decomposition of
+    :mod:`olla_onnx.place.decompose` (before the search, with 70% of the
+    time left, where tiny "dust" buffers are many; else after the search has
+    had 30% of it). Steps stop at 95% of ``time_limit``; the rest is left to
+    finishing and the checker. With ``minimize=False`` and a capacity, the
     search stops at the first placement within the capacity. With
     ``tolerance`` > 0 the search stops once the arena is within
     ``bound * (1 + tolerance)`` (``optimal`` still means proven).
