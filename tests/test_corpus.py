@@ -52,8 +52,6 @@ def test_full_size_vision_graphs_take_224_images_at_batch_32_or_more():
         tiled = r["check"]["test_point"].get("tiled") if r.get("check") and r["check"].get("test_point") else None
         if tiled:
             assert tiled["test_point_batch"] * tiled["copies"] == dims[0], fname
-            assert r["check"]["test_point"]["pool_near_ties_left"] == (
-                tiled["copies"] * tiled["margins_at_test_point_batch"]["pool_near_ties_left"]), fname
     assert vision >= 7
 
 

@@ -7,7 +7,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from olla_onnx.export.testpoint import decision_margin_point, pool_near_ties, widest_gap_shift  # noqa: E402
+from olla_onnx.export.testpoint import (  # noqa: E402
+    decision_margin_point, measure_point, pool_near_ties, widest_gap_shift)
 
 
 def _margin(values: np.ndarray, kinks, d: float) -> float:
@@ -154,9 +155,12 @@ def test_tiled_test_point_gives_the_small_batch_step():
         want = np.concatenate([v] * 3) if k.startswith("batch.") else v
         assert np.array_equal(p_big[k], want), k
     assert rec_big["tiled"]["copies"] == 3 and rec_big["tiled"]["test_point_batch"] == b
-    assert rec_big["relu_min_margin"] == pytest.approx(rec_small["relu_min_margin"], rel=1e-6)
-    assert rec_big["pool_min_gap"] == pytest.approx(rec_small["pool_min_gap"], rel=1e-6)
-    assert rec_big["pool_near_ties_left"] == rec_small["pool_near_ties_left"] == 0
+    # the record carries the small-batch margins; measured at the tiled point they are the same
+    measured = measure_point(tiled.make, p_big)
+    assert measured["relu_min_margin"] == pytest.approx(rec_small["relu_min_margin"], rel=1e-6)
+    assert measured["pool_min_gap"] == pytest.approx(rec_small["pool_min_gap"], rel=1e-6)
+    assert measured["pool_near_ties_left"] == rec_small["pool_near_ties_left"] == 0
+    assert rec_big["relu_min_margin"] == rec_small["relu_min_margin"]
     # the step itself: same loss, same updated parameters and state (float64: no rounding to hide behind)
     s_small = reference_step(entry, entry.tiny, p_small, dtype=torch.float64)
     s_big = reference_step(tiled_entry, tiled, p_big, dtype=torch.float64)
