@@ -245,7 +245,8 @@ def write_report(rows: dict[str, dict[str, Any]], out: Path) -> None:
         "peak of the plan's order (on the graph without / with the pairs), *plan* = the plan's arena + resident",
         "bytes (`run`'s prediction with in-place). *bound/default*: the sound lower bound of the in-place graph",
         "less inputs and big initializers, over the default peak (no order can go below it in the memory model).",
-        "onnxruntime's own buffer reuse is off in the planned sessions.",
+        "onnxruntime's own buffer reuse is off in the planned sessions. *n/m*: not measured (`--inplace-only`: only",
+        "the plan as `run` uses it, to save four training steps).",
         "",
         "| model | default | planned | planned/default | planned + in-place | (+ in-place)/default | bound/default "
         "| fallbacks (plain, in-place) | outputs vs default: max abs diff (plain; in-place) | in-place = plain "
@@ -266,12 +267,12 @@ def write_report(rows: dict[str, dict[str, Any]], out: Path) -> None:
         d, p, q = r["peak_ort_default_bytes"], r.get("planned"), r.get("planned_inplace")
         bound = (r["lower_bound"] - r["input_bytes"] - r["initializer_bytes_outside"]) / d
         lines.append(
-            f"| {m} | {_mib(d)} | {_mib(p['peak_planned_bytes']) if p else 'not measured'} "
-            f"| {'' if not p else format(p['peak_planned_bytes'] / d, '.3f')} "
+            f"| {m} | {_mib(d)} | {_mib(p['peak_planned_bytes']) if p else 'n/m'} "
+            f"| {'n/m' if not p else format(p['peak_planned_bytes'] / d, '.3f')} "
             f"| {_mib(q['peak_planned_bytes']) if q else ''} | {'' if not q else format(q['peak_planned_bytes'] / d, '.3f')} | {bound:.3f} "
-            f"| {p['fallbacks'] if p else ''}, {q['fallbacks'] if q else ''} | {_diff(p) if p else ''}; {_diff(q) if q else ''} "
+            f"| {p['fallbacks'] if p else 'n/m'}, {q['fallbacks'] if q else ''} | {_diff(p) if p else 'n/m'}; {_diff(q) if q else ''} "
             f"| {'' if not q else ('yes' if q['inplace_equals_plain'] else 'NO')} "
-            f"| {_pct(p['simulator_error']) if p else ''} | {_pct(q['simulator_error']) if q else ''} | {_pct(q['prediction_error']) if q else ''} "
+            f"| {_pct(p['simulator_error']) if p else 'n/m'} | {_pct(q['simulator_error']) if q else ''} | {_pct(q['prediction_error']) if q else ''} "
             f"| {_mib(r['input_bytes'])} | {r['seconds']:.0f} "
             f"| {r['load_start'][0]:.1f} / {r['load_end'][0]:.1f} | {r['max_rss_bytes'] / 2**30:.1f} |"
         )
