@@ -222,8 +222,8 @@ def _why(r: dict[str, Any]) -> str:
     if q and not q["outputs_equal"]:
         parts.append(
             f"Outputs differ from the default session by at most {q['max_abs_diff']:.2g} ({q['max_rel_diff']:.1e} normwise) "
-            f"while the planned run equals the same session served from the heap and the plain planned run bitwise: "
-            f"the default session's graph rewrites (fusions) round differently."
+            f"while the planned run equals the same session served from the heap and the plain planned run bitwise; "
+            f"most likely the default session's graph rewrites (fusions) round differently."
         )
     return " ".join(parts)
 
