@@ -224,7 +224,9 @@ def _why(r: dict[str, Any]) -> str:
     if q and q["inplace_equals_plain"] is False:
         parts.append(
             f"**The in-place run differs from the plain planned run** (same order, no IO binding) by up to "
-            f"{q['inplace_max_abs_diff']:.2g}: an in-place pair onnxruntime does not honour as the model assumes; not diagnosed here."
+            f"{q['inplace_max_abs_diff']:.2g}, and the arena-served run "
+            f"{'equals' if q['planned_equals_unplanned'] else 'also differs from'} the heap-served recording run of the "
+            f"same session: not diagnosed here (an unsafe pair, or results that change from run to run)."
         )
     elif q and not q["outputs_equal"]:
         parts.append(
