@@ -44,10 +44,11 @@ def _logu(rng: np.random.Generator, lo: float, hi: float, n: int) -> np.ndarray:
 
 
 def training_trace(n_buffers: int = 20_000, seed: int = 0) -> Buffers:
-    """A synthetic training-step trace with about ``n_buffers`` buffers (see the module docstring)."""
+    """A synthetic training-step trace with at least ``n_buffers`` buffers (fewer than ``n_buffers + 96``; see the module docstring)."""
     rng = np.random.default_rng(seed)
     layers = 48
-    per_block = max((n_buffers - 8) // (2 * layers) - 3, 4)  # temporaries per block
+    # temporaries per block: each layer makes 2 * per_block of them plus 3 long-lived buffers; 8 huge ones in all
+    per_block = max(-(-(n_buffers - 8 - 3 * layers) // (2 * layers)), 4)
     block_len = 4 * per_block // 10 + 8  # steps per block
     lo: list[np.ndarray] = []
     up: list[np.ndarray] = []
