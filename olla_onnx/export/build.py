@@ -402,7 +402,7 @@ re-checks the committed tiny graphs (and rewrites `reference/*.npz`) without exp
 - outputs: `loss`, `param_out.<module path>`, `state_out.<slot>.<module path>`, `step_out`.
 
 Parameters are graph inputs, not initializers, so the files are small
-(all files together: {_mib(total)}).
+(the `.onnx` files together: {_mib(total)}).
 
 ## Numerical check
 
