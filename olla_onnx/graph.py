@@ -300,6 +300,16 @@ def reachability(
     return anc, desc
 
 
+def set_bits(mask: int) -> list[int]:
+    """The members of a bitset (as :func:`reachability` returns), ascending. O(members) big-int operations."""
+    out = []
+    while mask:
+        low = mask & -mask
+        out.append(low.bit_length() - 1)
+        mask ^= low
+    return out
+
+
 def kahn_order(preds: Sequence[Sequence[int]], succs: Sequence[Sequence[int]]) -> list[int]:
     """A topological order by Kahn's algorithm, the smallest ready index first. O((n + E) log n)."""
     import heapq

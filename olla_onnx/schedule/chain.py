@@ -30,7 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
-from olla_onnx.graph import reachability
+from olla_onnx.graph import reachability, set_bits
 from olla_onnx.schedule.reduce import Problem, topo_order
 
 
@@ -57,10 +57,7 @@ def _fixings(problem: Problem, chain: Sequence[int], anc: list[int], desc: list[
 
     def bits(mask: int) -> np.ndarray:
         out = np.zeros(n, dtype=bool)
-        while mask:
-            low = mask & -mask
-            out[low.bit_length() - 1] = True
-            mask ^= low
+        out[set_bits(mask)] = True
         return out
 
     anc_b = [bits(anc[v]) for v in chain]
@@ -253,8 +250,8 @@ def chain_bound(
             return None
         if best is None or cv.value < best.value:
             best = cv
-        if upper is not None and best.value <= 0:
-            break
+        if best.value == 0:
+            break  # no sequence can do better
     return best
 
 

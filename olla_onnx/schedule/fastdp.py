@@ -23,17 +23,9 @@ from typing import Sequence
 
 import numpy as np
 
+from olla_onnx.graph import set_bits
 from olla_onnx.schedule.dp import WindowResult, _build_window, _pairs
 from olla_onnx.schedule.reduce import Problem
-
-
-def _bits(mask: int) -> list[int]:
-    out = []
-    while mask:
-        low = mask & -mask
-        out.append(low.bit_length() - 1)
-        mask ^= low
-    return out
 
 
 def solve_window_fast(
@@ -57,11 +49,11 @@ def solve_window_fast(
     m = len(w.nodes)
     outsz, keep, frees, predmask = w.outsz, w.keep, w.frees, w.predmask
     defer, outcons = w.defer, w.outcons
-    preds = [_bits(pm) for pm in predmask]
+    preds = [set_bits(pm) for pm in predmask]
     succs = w.succs
     pair = _pairs(w)
     # the frees of node i as (size, other consumers in the window)
-    frees_other = [[(sz, [c for c in _bits(cm) if c != i]) for sz, cm in frees[i]] for i in range(m)]
+    frees_other = [[(sz, [c for c in set_bits(cm) if c != i]) for sz, cm in frees[i]] for i in range(m)]
     # per level: intersection (int), columns (node ids), rows (bool), peak, live, lock (-1 or node)
     inter = 0
     cols: list[int] = []
@@ -87,7 +79,7 @@ def solve_window_fast(
         for v in cols:
             union |= 1 << v
         new_ever = union & ~ever
-        for v in _bits(new_ever):
+        for v in set_bits(new_ever):
             for s2 in succs[v]:
                 missing[s2] -= 1
                 if missing[s2] == 0:
@@ -141,7 +133,7 @@ def solve_window_fast(
                 valid &= ~mi
             if defer >> i & 1:
                 ok: np.ndarray | bool = False
-                for c in _bits(outcons[i]):
+                for c in set_bits(outcons[i]):
                     oc = all_in([p for p in preds[c] if not defer >> p & 1 and p != i])
                     if oc is True:
                         ok = True

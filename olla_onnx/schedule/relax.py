@@ -45,7 +45,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from olla_onnx.graph import reachability
+from olla_onnx.graph import reachability, set_bits
 from olla_onnx.schedule.reduce import Problem, topo_order
 
 
@@ -56,13 +56,6 @@ class Relaxation:
 
     problem: Problem
     nodes: tuple[int, ...]
-
-
-def _bits(mask: int):
-    while mask:
-        low = mask & -mask
-        yield low.bit_length() - 1
-        mask ^= low
 
 
 def region_relaxation(
@@ -85,7 +78,7 @@ def region_relaxation(
 
     def local(mask: int) -> int:
         out = 0
-        for v in _bits(mask & wmask):
+        for v in set_bits(mask & wmask):
             out |= 1 << loc[v]
         return out
 
@@ -95,9 +88,9 @@ def region_relaxation(
     for i in range(m):
         # a W-descendant j is a direct successor unless it is a W-descendant of another W-descendant
         covered = 0
-        for j in _bits(dloc[i]):
+        for j in set_bits(dloc[i]):
             covered |= dloc[j]
-        for j in _bits(dloc[i] & ~covered):
+        for j in set_bits(dloc[i] & ~covered):
             preds[j].append(i)
     # tensors
     size: list[int] = []
@@ -123,7 +116,7 @@ def region_relaxation(
             if not relaxed_cons and not problem.persist[t]:
                 continue
             minimal = born
-            for j in _bits(born):
+            for j in set_bits(born):
                 minimal &= ~dloc[j]
             producer = virtual.get(minimal)
             if producer is None:
@@ -131,13 +124,13 @@ def region_relaxation(
                 vsucc.append(minimal)
         size.append(sz)
         prod.append(producer)
-        cons.append(tuple(_bits(relaxed_cons)))
+        cons.append(tuple(set_bits(relaxed_cons)))
         persist.append(problem.persist[t])
         names.append(problem.names[t])
     n = m + len(vsucc)
     all_preds: list[list[int]] = preds + [[] for _ in vsucc]
     for x, minimal in enumerate(vsucc):
-        for j in _bits(minimal):
+        for j in set_bits(minimal):
             all_preds[j].append(m + x)
     succs: list[list[int]] = [[] for _ in range(n)]
     for v in range(n):
