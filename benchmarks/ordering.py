@@ -30,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from olla_onnx.bench import transient_saving  # noqa: E402
 from olla_onnx.frontends import load_graph  # noqa: E402
 from olla_onnx.memory import simulate  # noqa: E402
 from olla_onnx.schedule import optimize_order  # noqa: E402
@@ -85,9 +86,9 @@ def run_case(name: str, fmt: str, make, time_limit: float | None, inplace: bool 
     assert simulate(work, res.order).peak == res.peak
     graph = work
     resident = graph.resident_bytes
-    saving = (peak_ort - res.peak) / (peak_ort - resident) if peak_ort > resident else 0.0
+    saving = transient_saving(peak_ort - resident, res.peak - resident)
     # No order peaks below the sound lower bound, so no order saves more than this.
-    saving_bound = (peak_ort - res.lower_bound) / (peak_ort - resident) if peak_ort > resident else 0.0
+    saving_bound = transient_saving(peak_ort - resident, res.lower_bound - resident)
     return {
         "model": name,
         "format": fmt,

@@ -60,9 +60,9 @@ def bench_model(
     }
     base = row["peak_ort_default"] if row["peak_ort_default"] is not None else row["peak_input_order"]
     transient_base = base - res.resident_bytes
-    row["transient_saving_vs_ort"] = _saving(transient_base, res.peak_optimized - res.resident_bytes)
+    row["transient_saving_vs_ort"] = transient_saving(transient_base, res.peak_optimized - res.resident_bytes)
     # The most any order can save: no order peaks below the sound lower bound.
-    row["transient_saving_bound"] = _saving(transient_base, res.lower_bound - res.resident_bytes)
+    row["transient_saving_bound"] = transient_saving(transient_base, res.lower_bound - res.resident_bytes)
     if ipr is not None:
         row.update({
             "inplace_pairs": len(ipr.inplace),
@@ -72,8 +72,8 @@ def bench_model(
             "optimal_inplace": ipr.optimal,
             "arena_bytes_inplace": ipr.arena_bytes,
             "order_seconds_inplace": round(ipr.order_seconds, 2),
-            "transient_saving_vs_ort_inplace": _saving(transient_base, ipr.peak_optimized - ipr.resident_bytes),
-            "transient_saving_bound_inplace": _saving(transient_base, ipr.lower_bound - ipr.resident_bytes),
+            "transient_saving_vs_ort_inplace": transient_saving(transient_base, ipr.peak_optimized - ipr.resident_bytes),
+            "transient_saving_bound_inplace": transient_saving(transient_base, ipr.lower_bound - ipr.resident_bytes),
         })
     if plot_dir is not None:
         _draw(loaded, res, plot_dir / f"{path.stem}.png")
@@ -91,7 +91,7 @@ def bench_model(
     return row
 
 
-def _saving(base_transient: int, transient: int) -> float:
+def transient_saving(base_transient: int, transient: int) -> float:
     """Fraction of ``base_transient`` bytes saved by peaking at ``transient`` (0 when there is nothing to save)."""
     return (base_transient - transient) / base_transient if base_transient > 0 else 0.0
 

@@ -199,6 +199,7 @@ def optimize_order(
     # segments and the nested down-set program rarely pay; their time goes to the moves and restarts
     # of the loop below
     small = problem.n <= big_graph
+
     def heavy_peak() -> bool:
         # the program pays where a node's own outputs (a kernel workspace, say) are a large part of the
         # peak, so that a few such nodes each need a low-load moment; elsewhere it costs ~1 s for nothing
