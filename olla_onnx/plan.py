@@ -278,3 +278,11 @@ def load_plan(path: Path, graph: Graph | None = None) -> Plan:
     if graph is not None:
         check_plan(plan, graph)
     return plan
+
+
+def plan_uses_workspace(plan: Plan) -> bool:
+    """Whether ``plan`` was made with the workspace model on (any of its buffers is a ``<node>::workspace``):
+    the graph to check it against is then loaded with that model on too. O(buffers)."""
+    from olla_onnx.frontends.workspace import is_workspace
+
+    return any(is_workspace(b.tensor) for b in plan.buffers)

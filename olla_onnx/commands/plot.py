@@ -23,9 +23,8 @@ def plot(
     """Draw live memory per step (file order, onnxruntime default, optimized) stacked by kind, and the arena."""
     from olla_onnx.commands.inspect import stock_orders
     from olla_onnx.frontends import load_graph
-    from olla_onnx.plan import check_plan, load_plan
+    from olla_onnx.plan import check_plan, load_plan, plan_uses_workspace
     from olla_onnx.plot import plan_graph, plot_memory
-    from olla_onnx.runtime.measure import plan_uses_workspace
 
     if out.suffix.lower() != ".png":
         fail(f"-o {out}: write a .png file")

@@ -38,6 +38,7 @@ import numpy as np
 from olla_onnx.runtime.feeds import random_feeds
 
 from olla_onnx.errors import OllaInputError
+from olla_onnx.plan import plan_uses_workspace
 from olla_onnx.runtime.allocator import ArenaAllocator, RecordingAllocator, plan_trace
 from olla_onnx.runtime.session import Session, new_allocators, open_session
 
@@ -318,13 +319,6 @@ def load_model_for_run(model_path: Path, plan_path: Path | None, dims: Mapping[s
     del model.graph.node[:]
     model.graph.node.extend(nodes[i] for i in order)
     return model, graph, plan, "plan"
-
-
-def plan_uses_workspace(plan) -> bool:
-    """Whether ``plan`` was made with the workspace model on (any of its buffers is a ``<node>::workspace``)."""
-    from olla_onnx.frontends.workspace import is_workspace
-
-    return any(is_workspace(b.tensor) for b in plan.buffers)
 
 
 def run_model(
