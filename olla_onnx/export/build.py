@@ -364,7 +364,7 @@ The numerical checks of the full-size graphs: `nice python benchmarks/corpus_che
 (results in `benchmarks/results/corpus_check.json` and in the table below).
 
 Measured on the team's 2-core machine (shared with other jobs):
-`/usr/bin/time -v python -m olla_onnx.export --all` took 9 min 27 s wall with
+`/usr/bin/time -v python -m olla_onnx.export --all` took 7 min 33 s wall (2026-11-23, fresh clone) with
 a max RSS of 2.4 GiB, and rewrote every `.onnx` and `reference/*.npz` file
 byte for byte (the export is deterministic). Tracing uses fake tensors, so a
 full-size export costs no more than its graph size says (U-Net at batch 32
