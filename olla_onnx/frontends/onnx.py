@@ -49,6 +49,22 @@ What :func:`load_onnx` guarantees:
   added; a plan lists it as an arena buffer like any tensor (the arena must
   hold it), so a plan made with the workspace on needs it on when loaded.
 
+- Views (on by default; ``views=False`` turns them off): onnxruntime's
+  allocation planner always places the output of Reshape, Flatten, Squeeze,
+  Unsqueeze and Identity (:data:`olla_onnx.inplace.VIEW_OPS`) in its input's
+  buffer, its own buffer reuse off or on (the kernels declare the alias;
+  seen with the recording allocator: such a node requests nothing), unless
+  the output is a graph output (then it is its own request, a copy). The
+  buffer is released after the last reader of the input *and* of every view
+  of it. So a view output is a 0-byte tensor, and every node reading a view
+  also reads the view's root (the first non-view tensor down the chain)
+  when that root is produced by a node: the root lives until the last reader
+  of any of its views. The added inputs are data dependencies the graph
+  already implies (the root's producer runs before the view), so no order
+  changes. Without this rule the model counted a saved attention matrix
+  twice (softmax output and its reshaped view, both read by the backward
+  pass): +20% on the full-size BERT (``benchmarks/results/view_aliasing.md``).
+
 Tensor kinds, first rule that applies wins:
 
 1. The team corpus's names: resident ``param.*`` -> parameter,
@@ -610,12 +626,14 @@ def graph_from_model(
     label: str = "model",
     workspace: bool = True,
     threads: int | None = None,
+    views: bool = True,
 ) -> Graph:
     """Build the IR from a parsed model (external data need not be loaded). See the module docstring.
 
     ``workspace`` adds onnxruntime's CPU kernel scratch as ``<node>::workspace``
     pseudo-outputs (:mod:`olla_onnx.frontends.workspace`), for an intra-op
     thread count of ``threads`` (None: onnxruntime's default on this machine).
+    ``views`` models onnxruntime's views (:func:`alias_views`).
     """
     names = unique_node_names(model)
     inputs = _node_inputs(model)
@@ -645,7 +663,44 @@ def graph_from_model(
     if workspace:  # after `held`: a workspace is read by no node yet dies with its node
         nodes, scratch = _with_workspaces(model, nodes, types, sizes, elem, threads)
         tensors.extend(scratch)
+    if views:
+        nodes, tensors = alias_views(nodes, tensors, graph_outputs)
     return Graph.build(nodes, tensors, graph_outputs + held, name=model.graph.name or label)
+
+
+def alias_views(nodes: list[Node], tensors: list[Tensor], graph_outputs: Iterable[str]) -> tuple[list[Node], list[Tensor]]:
+    """onnxruntime's views (module docstring): each view output that is not a graph output at 0 bytes,
+    and the view's root added to the inputs of every node that reads the view (when a node produces it).
+
+    Only the default domain's :data:`~olla_onnx.inplace.VIEW_OPS` are views. O(n + E + length of view chains).
+    """
+    from olla_onnx.inplace import VIEW_OPS
+
+    keep = set(graph_outputs)
+    view_of = {
+        n.outputs[0]: n.inputs[0]
+        for n in nodes
+        if n.op_type in VIEW_OPS and n.inputs and n.inputs[0] and n.outputs and n.outputs[0] not in keep
+    }
+    if not view_of:
+        return nodes, tensors
+    produced = {t for n in nodes for t in n.outputs}
+    root: dict[str, str] = {}
+    for v in view_of:
+        chain_, t = [], v
+        while t in view_of and t not in root:
+            chain_.append(t)
+            t = view_of[t]
+        r = root.get(t, t)
+        for c in chain_:
+            root[c] = r
+    out = []
+    for n in nodes:
+        extra = [root[x] for x in n.inputs if x in root and root[x] in produced]
+        extra = [r for r in dict.fromkeys(extra) if r not in n.inputs]
+        out.append(Node(n.name, n.op_type, n.inputs + tuple(extra), n.outputs) if extra else n)
+    sized = [Tensor(t.name, 0, t.kind) if t.name in view_of else t for t in tensors]
+    return out, sized
 
 
 def _with_workspaces(
@@ -676,12 +731,16 @@ def _with_workspaces(
 
 
 def load_onnx(
-    path: Path | str, dims: Mapping[str, int] | None = None, workspace: bool = True, threads: int | None = None
+    path: Path | str,
+    dims: Mapping[str, int] | None = None,
+    workspace: bool = True,
+    threads: int | None = None,
+    views: bool = True,
 ) -> tuple[Graph, ModelProto]:
     """Read an ONNX file into the IR; also return the parsed model (external data not loaded).
 
     ``dims`` maps symbolic dimension names to values (``{"batch": 32}``);
-    ``workspace``/``threads``: see :func:`graph_from_model`.
+    ``workspace``/``threads``/``views``: see :func:`graph_from_model`.
     Raises :class:`OnnxFileError`, :class:`UnknownShapeError`,
     :class:`UnsupportedTypeError` or :class:`~olla_onnx.errors.GraphError`
     (all :class:`~olla_onnx.errors.OllaInputError`) with a one-line message.
@@ -690,5 +749,5 @@ def load_onnx(
     path = Path(path)
     model = read_onnx(path)
     check_external_data(model, path.parent)
-    graph = graph_from_model(model, dims, label=path.name, workspace=workspace, threads=threads)
+    graph = graph_from_model(model, dims, label=path.name, workspace=workspace, threads=threads, views=views)
     return graph, model
