@@ -1,0 +1,212 @@
+"""Why the planned session's outputs differ from the default session's (issue #7): evidence.
+
+Two causes are tested, each against plain onnxruntime sessions (no olla-onnx allocator involved):
+
+1. ``--scatter``: the one kernel of the corpus that is not deterministic with more than one
+   intra-op thread: ``ScatterND`` with ``reduction="add"`` (the token-embedding gradient of
+   BERT and GPT-2) when indices repeat. The seeded feeds make every integer input 0
+   (:func:`olla_onnx.runtime.feeds.random_feeds`), so all 2048 tokens hit row 0. The node is
+   run alone with the full-size shapes, 10 times with 1 and with 2 threads.
+2. ``--models M``: one full-size model in plain sessions (nothing of olla-onnx but the
+   seeded feeds): optimizations off (``ORT_DISABLE_ALL``, what the planned session uses)
+   with 2 threads twice, with 1 thread twice, and the default options (``ORT_ENABLE_ALL``)
+   with 1 thread: run-to-run differences with 2 threads and none with 1 thread name a
+   thread race; a difference between the optimization levels at 1 thread that repeats run
+   to run names the graph rewrites (fusions).
+
+Results go to ``benchmarks/results/output_determinism.json`` (one row per call, replaced) and
+``--report`` writes ``output_determinism.md``. A full-size model needs up to ~10 GiB: run it
+under the shared lock, one model per call::
+
+    nice python benchmarks/output_determinism.py --scatter
+    flock /tmp/olla-heavy.lock nice python benchmarks/output_determinism.py --models gpt2
+    python benchmarks/output_determinism.py --report
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from olla_onnx.runtime.feeds import random_feeds  # noqa: E402
+from olla_onnx.runtime.measure import compare_outputs, relative_diff  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _session(model_bytes: bytes, level: str, threads: int):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+    so.intra_op_num_threads = threads
+    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+
+
+def _diff(a: list[np.ndarray], b: list[np.ndarray]) -> dict[str, Any]:
+    equal, worst = compare_outputs(a, b)
+    return {"bitwise": equal, "max_abs_diff": worst, "max_rel_diff": relative_diff(a, b)}
+
+
+def _scatter_runs(vocab: int, idx: np.ndarray, runs: int) -> dict[str, Any]:
+    """``ScatterND(reduction="add")`` of [4, 512, 768] uniform updates into a [vocab, 768] zero table at
+    ``idx`` ([4, 512, 1]), ``runs`` runs per thread count: distinct results, worst error against float64."""
+    from onnx import TensorProto as TP
+    from onnx import helper as h
+
+    d, tokens = 768, (4, 512)
+    g = h.make_graph(
+        [h.make_node("ScatterND", ["data", "idx", "upd"], ["out"], reduction="add")], "scatter",
+        [h.make_tensor_value_info("data", TP.FLOAT, [vocab, d]), h.make_tensor_value_info("idx", TP.INT64, [*tokens, 1]),
+         h.make_tensor_value_info("upd", TP.FLOAT, [*tokens, d])],
+        [h.make_tensor_value_info("out", TP.FLOAT, [vocab, d])],
+    )
+    model = h.make_model(g, opset_imports=[h.make_opsetid("", 18)]).SerializeToString()
+    rng = np.random.default_rng(0)
+    feeds = {"data": np.zeros((vocab, d), np.float32), "idx": idx.astype(np.int64),
+             "upd": rng.uniform(0.1, 1.0, (*tokens, d)).astype(np.float32)}
+    exact = np.zeros((vocab, d))
+    np.add.at(exact, feeds["idx"].reshape(-1), feeds["upd"].astype(np.float64).reshape(-1, d))
+    used = np.unique(feeds["idx"])
+    out: dict[str, Any] = {}
+    for threads in (1, 2):
+        s = _session(model, "ORT_DISABLE_ALL", threads)
+        res = [s.run(None, feeds)[0][used] for _ in range(runs)]
+        out[f"threads_{threads}"] = {
+            "distinct_results": len({r.tobytes() for r in res}),
+            "max_rel_err_vs_exact": max(float(np.abs(r - exact[used]).max() / np.abs(exact[used]).max()) for r in res),
+        }
+        del s
+    return out
+
+
+def scatter_row(runs: int = 10) -> dict[str, Any]:
+    """The token-embedding gradient node alone (GPT-2's shapes): indices all 0 (the seeded feeds), and
+    position-like indices (each of 512 rows hit by 4 tokens, 512 apart)."""
+    return {
+        "model": "ScatterND alone", "runs": runs,
+        "zeros": _scatter_runs(50257, np.zeros((4, 512, 1)), runs),
+        "positions": _scatter_runs(512, np.tile(np.arange(512), 4).reshape(4, 512, 1), runs),
+    }
+
+
+def model_row(name: str) -> dict[str, Any]:
+    """Plain sessions of one corpus model (module docstring). Holds two output lists at a time."""
+    import onnx
+
+    t0 = time.perf_counter()
+    model = onnx.load(str(ROOT / "models" / f"{name}.onnx"))
+    feeds = random_feeds(model, None, 0)
+    b = model.SerializeToString()
+    del model
+    row: dict[str, Any] = {"model": name}
+    s = _session(b, "ORT_DISABLE_ALL", 2)
+    off2 = s.run(None, feeds)
+    row["off_2threads_run1_vs_run2"] = _diff(off2, s.run(None, feeds))
+    del s
+    gc.collect()
+    s = _session(b, "ORT_DISABLE_ALL", 1)
+    off1 = s.run(None, feeds)
+    row["off_1thread_run1_vs_run2"] = _diff(off1, s.run(None, feeds))
+    del s
+    row["off_1thread_vs_off_2threads"] = _diff(off1, off2)
+    del off2
+    gc.collect()
+    s = _session(b, "ORT_ENABLE_ALL", 1)
+    row["default_1thread_vs_off_1thread"] = _diff(s.run(None, feeds), off1)
+    del s
+    row["seconds"] = round(time.perf_counter() - t0, 1)
+    return row
+
+
+def _load(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _fmt(d: dict[str, Any]) -> str:
+    return "bitwise" if d["bitwise"] else f"{d['max_abs_diff']:.3g} (rel {d['max_rel_diff']:.2g})"
+
+
+def write_report(rows: dict[str, Any], out: Path) -> None:
+    import onnxruntime as ort
+
+    lines = [
+        "# Output differences between onnxruntime sessions (#7): thread races and graph rewrites",
+        "",
+        "Written by `python benchmarks/output_determinism.py --report` from `output_determinism.json`; "
+        "commands in the script's docstring. " + f"{platform.machine()}, onnxruntime {ort.__version__}, plain "
+        "onnxruntime sessions only (no olla-onnx allocator, no reordering): what differs here differs "
+        "without olla-onnx.",
+        "",
+    ]
+    sc = rows.get("ScatterND alone")
+    if sc:
+        lines += [
+            "## The embedding-gradient node alone",
+            "",
+            "`ScatterND(reduction=\"add\")` of [4, 512, 768] updates (uniform in [0.1, 1)) into a zero table, "
+            f"{sc['runs']} runs per thread count. *zeros*: a [50257, 768] table, every index 0 (GPT-2's token-embedding "
+            "gradient under the seeded feeds, whose token ids are all 0); *positions*: a [512, 768] table, each row hit "
+            "by 4 tokens 512 apart. Error: the largest error of the rows written against the float64 sum, over the "
+            "largest such sum.",
+            "",
+            "| indices | intra-op threads | distinct results | max rel. error vs the exact sum |",
+            "|---|---:|---:|---:|",
+        ]
+        for case in ("zeros", "positions"):
+            for t in (1, 2):
+                r = sc[case][f"threads_{t}"]
+                lines.append(f"| {case} | {t} | {r['distinct_results']} | {r['max_rel_err_vs_exact']:.2g} |")
+        lines.append("")
+    models = [r for k, r in sorted(rows.items()) if k != "ScatterND alone"]
+    if models:
+        lines += [
+            "## Full-size models, plain sessions",
+            "",
+            "Max abs difference over all outputs (normwise relative in brackets); *off* = `ORT_DISABLE_ALL` (the "
+            "planned session's level), *default* = `ORT_ENABLE_ALL`.",
+            "",
+            "| model | off, 2 threads: run 1 vs run 2 | off, 1 thread: run 1 vs run 2 | off: 1 vs 2 threads | "
+            "default vs off (1 thread) | s |",
+            "|---|---|---|---|---|---:|",
+        ]
+        for r in models:
+            lines.append(
+                f"| {r['model']} | {_fmt(r['off_2threads_run1_vs_run2'])} | {_fmt(r['off_1thread_run1_vs_run2'])} | "
+                f"{_fmt(r['off_1thread_vs_off_2threads'])} | {_fmt(r['default_1thread_vs_off_1thread'])} | {r['seconds']} |"
+            )
+        lines.append("")
+    out.write_text("\n".join(lines))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", nargs="*", default=[])
+    ap.add_argument("--scatter", action="store_true", help="the ScatterND node alone")
+    ap.add_argument("--report", action="store_true")
+    ap.add_argument("--json", type=Path, default=RESULTS / "output_determinism.json")
+    ap.add_argument("--out", type=Path, default=RESULTS / "output_determinism.md")
+    args = ap.parse_args()
+    new = ([scatter_row()] if args.scatter else []) + [model_row(m) for m in args.models]
+    for row in new:
+        rows = _load(args.json)
+        rows[row["model"]] = row
+        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+        print(json.dumps(row))
+    if args.report:
+        write_report(_load(args.json), args.out)
+
+
+if __name__ == "__main__":
+    main()
