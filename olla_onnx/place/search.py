@@ -411,6 +411,7 @@ def search_placement(
     max_rounds: int | None = None,
     fixed: np.ndarray | None = None,
     rank_span: tuple[int, int] | None = None,
+    first_limit: float = 2.0,
 ) -> SearchResult:
     """Decide whether the buffers fit in ``capacity`` bytes; return a placement if so.
 
@@ -427,7 +428,8 @@ def search_placement(
     no placement of the free buffers fits around them. ``rank_span``
     ``(start, end)`` measures the preorders (width, area, section totals)
     inside that time window only; it changes the order of the search, never
-    its answer.
+    its answer. ``first_limit`` sets the first round's node limit, in
+    multiples of the buffers (a dive that lands rarely needs more than 1.6).
     """
     t0 = time.perf_counter()
     lower = np.asarray(lower, dtype=np.int64)
@@ -448,7 +450,7 @@ def search_placement(
     sys.setrecursionlimit(max(old_limit, 4 * solver.n + 1000))
     try:
         for P, a, b in solver.partitions():
-            limit = max(P.size, 16)
+            limit = max(P.size, 16) * first_limit / 2
             solved = False
             rounds = 0
             while not solved:
@@ -458,7 +460,7 @@ def search_placement(
                 limit *= 2
                 for h in heuristics:
                     solver.reset(h)
-                    solver.budget = limit
+                    solver.budget = int(limit)
                     try:
                         st = solver.dfs(P, a, b, 0, solver.root_pre)
                     except _Stop as stop:
