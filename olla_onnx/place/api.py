@@ -32,7 +32,9 @@ DECOMPOSE_MIN_BUFFERS = 500
 #: ranking inside the window settles most big traces fastest; the size-first
 #: preorders settle the tiny models (no room for dust at 0.1%); each later
 #: one settles a few the others miss. Tries whose dust is the same as an
-#: earlier try's with the same ranking and preorders are skipped.
+#: earlier try's with the same ranking and preorders are skipped. Windows
+#: where the dives failed (tiny models) start with the size-first try: the
+#: in-window ranking fails there and leaves the next try too little time.
 _WAT = ("WAT", "TAW", "TWA")
 DECOMPOSE_TRIES: tuple[tuple[float, bool, tuple[str, ...], int], ...] = (
     (0.25, True, _WAT, 200),
@@ -41,6 +43,7 @@ DECOMPOSE_TRIES: tuple[tuple[float, bool, tuple[str, ...], int], ...] = (
     (0.125, False, _WAT, 200),
     (0.5, False, _WAT, 200),
 )
+SIZE_FIRST_TRIES = (DECOMPOSE_TRIES[1], DECOMPOSE_TRIES[0]) + DECOMPOSE_TRIES[2:]
 #: Share of the time left that a step other than the last may use on a big window.
 FIRST_STEP_SHARE = {"split": 0.3, "decompose": 0.7, "dive": 0.4, "search": 0.3}
 #: The dives of the "dive" step: (preorder, at the bound? else at the goal),
@@ -51,6 +54,9 @@ FIRST_STEP_SHARE = {"split": 0.3, "decompose": 0.7, "dive": 0.4, "search": 0.3}
 #: TAW at the bound itself lands on some where the goal's looser capacity
 #: prunes less (and proves the arena optimal).
 GOAL_DIVES: tuple[tuple[str, bool], ...] = (("TAW", False), ("TZW", False), ("TAW", True))
+#: Windows with more buffers than this skip the dives: one costs tens of
+#: seconds on 20,000 buffers (O(n) numpy work per node, 1.7 n nodes).
+DIVE_MAX_BUFFERS = 10_000
 #: Node limit of one dive, in multiples of the buffers: the landings measured
 #: on the corpus took at most 1.6 n nodes.
 DIVE_NODES = 1.7
@@ -114,7 +120,14 @@ def _dust_share(lo: np.ndarray, up: np.ndarray, sz: np.ndarray, goal: int, unit:
 
 
 def _decompose_window(
-    lo: np.ndarray, up: np.ndarray, sz: np.ndarray, arena: int, goal: int, deadline: float, unit: int
+    lo: np.ndarray,
+    up: np.ndarray,
+    sz: np.ndarray,
+    arena: int,
+    goal: int,
+    deadline: float,
+    unit: int,
+    all_tries: tuple[tuple[float, bool, tuple[str, ...], int], ...] = DECOMPOSE_TRIES,
 ) -> tuple[np.ndarray | None, int, int]:
     """Hottest-window-first placement (:mod:`.decompose`, in units of ``unit``), try after try.
 
@@ -124,7 +137,7 @@ def _decompose_window(
     room = max(goal - max_load(lo, up, sz), 0) // unit
     best_off, best_arena, tries = None, arena, 0
     distinct, seen = [], set()
-    for dust_share, rank_in_window, heuristics, per_window in DECOMPOSE_TRIES:
+    for dust_share, rank_in_window, heuristics, per_window in all_tries:
         budget = int(room * dust_share)
         key = (int(dust_mask(lo, up, sz // unit, budget).sum()), rank_in_window, heuristics, per_window)
         if key not in seen:
@@ -333,6 +346,8 @@ def place(
         if g.size >= DECOMPOSE_MIN_BUFFERS:
             dusty = _dust_share(lo[g], up[g], sz[g], goal, alignment) >= DUSTY_SHARE
             steps = ["decompose", "dive", "search"] if dusty else ["dive", "decompose", "search"]
+            if g.size > DIVE_MAX_BUFFERS:
+                steps.remove("dive")
             # A size split whose two max loads fit the goal goes first.
             cands = split_candidates(lo[g], up[g], sz[g] // alignment, goal // alignment)
             if cands:
@@ -354,7 +369,8 @@ def place(
                     if v_arena < r[2]:
                         r[1], r[2], r[3], r[4] = v_off, v_arena, "dive", v_arena <= bound
             elif step == "decompose":
-                d_off, d_arena, _ = _decompose_window(lo[g], up[g], sz[g], r[2], goal, until, alignment)
+                tries = DECOMPOSE_TRIES if "dive" not in steps[:i] else SIZE_FIRST_TRIES
+                d_off, d_arena, _ = _decompose_window(lo[g], up[g], sz[g], r[2], goal, until, alignment, tries)
                 if d_off is not None:
                     r[1], r[2], r[3], r[4] = d_off, d_arena, "windows", d_arena <= bound
             elif g.size <= EXACT_MAX_BUFFERS:
