@@ -44,8 +44,14 @@ DECOMPOSE_TRIES: tuple[tuple[float, bool, tuple[str, ...], int], ...] = (
     (0.5, False, _WAT, 200),
 )
 SIZE_FIRST_TRIES = (DECOMPOSE_TRIES[1], DECOMPOSE_TRIES[0]) + DECOMPOSE_TRIES[2:]
+#: Share of the decomposition's time left that a try other than the last may use.
+TRY_SHARE = 0.8
 #: Share of the time left that a step other than the last may use on a big window.
 FIRST_STEP_SHARE = {"split": 0.3, "decompose": 0.7, "dive": 0.4, "search": 0.3}
+#: The decomposition's share where the dives came first and failed (tiny
+#: models): its size-first try needs most of the time left there, and the
+#: search after it rarely improves on what it leaves.
+DECOMPOSE_AFTER_DIVES_SHARE = 0.9
 #: The dives of the "dive" step: (preorder, at the bound? else at the goal),
 #: in turn until one lands, each one round of the exact search with at most
 #: ``DIVE_NODES`` * n nodes. Measured on the model corpus's tiny models (1,000
@@ -54,7 +60,7 @@ FIRST_STEP_SHARE = {"split": 0.3, "decompose": 0.7, "dive": 0.4, "search": 0.3}
 #: UWT (latest end first) on GPT-2 at alignment 256; TAW at the bound itself
 #: lands on some where the goal's looser capacity prunes less (and proves the
 #: arena optimal).
-GOAL_DIVES: tuple[tuple[str, bool], ...] = (("TAW", False), ("TZW", False), ("UWT", False), ("TAW", True))
+GOAL_DIVES: tuple[tuple[str, bool], ...] = (("TAW", False), ("UWT", False), ("TZW", False), ("TAW", True))
 #: Windows with more buffers than this skip the dives: one costs tens of
 #: seconds on 20,000 buffers (O(n) numpy work per node, 1.7 n nodes).
 DIVE_MAX_BUFFERS = 10_000
@@ -115,9 +121,16 @@ def independent_windows(lower: np.ndarray, upper: np.ndarray, sizes: np.ndarray)
 
 
 def _dust_share(lo: np.ndarray, up: np.ndarray, sz: np.ndarray, goal: int, unit: int) -> float:
-    """Share of the buffers the first decomposition try leaves to the end as dust."""
+    """Share of the nonzero buffers the first decomposition try leaves to the end as dust.
+
+    Buffers of size 0 do not count: they take no room and crowd no search
+    (a trace with many of them is not dusty for that).
+    """
+    live = sz > 0
+    if not live.any():
+        return 0.0
     room = max(goal - max_load(lo, up, sz), 0) // unit
-    return float(dust_mask(lo, up, sz // unit, int(room * DECOMPOSE_TRIES[0][0])).mean())
+    return float(dust_mask(lo[live], up[live], sz[live] // unit, int(room * DECOMPOSE_TRIES[0][0])).mean())
 
 
 def _decompose_window(
@@ -149,8 +162,8 @@ def _decompose_window(
         if best_arena <= goal or now >= deadline:
             break
         tries += 1
-        # Every try but the last gets two thirds of the time left: a failing try can be long.
-        until = deadline if k == len(distinct) - 1 else now + (deadline - now) * 2 / 3
+        # Every try but the last gets a share of the time left: a failing try can be long.
+        until = deadline if k == len(distinct) - 1 else now + (deadline - now) * TRY_SHARE
         off_u, _ = place_by_windows(
             lo, up, sz // unit, goal // unit, until, per_window=per_window,
             tries=((rank_in_window, heuristics),), dust_budget=budget, give_up=True,
@@ -294,11 +307,13 @@ def place(
     when ``time_limit`` runs out. Windows of at least
     ``DECOMPOSE_MIN_BUFFERS`` buffers first get the size split of
     :mod:`olla_onnx.place.split` (where some size threshold qualifies; 30% of
-    the time), then the hottest-window-first decomposition of
-    :mod:`olla_onnx.place.decompose` (before the search, with 70% of the
-    time left, where tiny "dust" buffers are many; else after the search has
-    had 30% of it). Steps stop at 95% of ``time_limit``; the rest is left to
-    finishing and the checker. With ``minimize=False`` and a capacity, the
+    the time), then, where tiny "dust" buffers are many, the
+    hottest-window-first decomposition of :mod:`olla_onnx.place.decompose`
+    (70% of the time left), the dives of :data:`GOAL_DIVES` (quick exact
+    searches at the goal and at the bound; 40%) and the search; else the
+    dives, the decomposition, then the search (windows above
+    ``DIVE_MAX_BUFFERS`` skip the dives). Steps stop at 95% of
+    ``time_limit``; the rest is left to finishing and the checker. With ``minimize=False`` and a capacity, the
     search stops at the first placement within the capacity. With
     ``tolerance`` > 0 the search stops once the arena is within
     ``bound * (1 + tolerance)`` (``optimal`` still means proven).
@@ -358,7 +373,8 @@ def place(
             now = time.perf_counter()
             if r[2] <= goal or now >= deadline:
                 break
-            until = deadline if i == len(steps) - 1 else now + FIRST_STEP_SHARE[step] * (deadline - now)
+            share = FIRST_STEP_SHARE[step] if step != "decompose" or "dive" not in steps[:i] else DECOMPOSE_AFTER_DIVES_SHARE
+            until = deadline if i == len(steps) - 1 else now + share * (deadline - now)
             if step == "split":
                 s_off, s_arena = place_split(lo[g], up[g], sz[g] // alignment, goal // alignment, until, cands)
                 if s_off is not None and s_arena * alignment < r[2]:
