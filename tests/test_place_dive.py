@@ -1,16 +1,17 @@
-"""Dives at the goal (olla_onnx.place.api._goal_dives) and the search's first node limit."""
+"""Dives at the goal (olla_onnx.place.api._goal_dives), the search's first node limit, the dust share."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
+import numpy as np
 from hypothesis import given, settings, strategies as st
 
 from olla_onnx.frontends import load_graph
 from olla_onnx.memory import lifetimes
 from olla_onnx.place import Buffers, best_greedy, buffers_from_lifetimes, check_placement, max_load, place, search_placement
-from olla_onnx.place.api import _goal_dives
+from olla_onnx.place.api import _dust_share, _goal_dives
 from olla_onnx.place.problem import aligned_sizes
 from tests.test_place import brute_force_min_arena, traces
 
@@ -63,3 +64,16 @@ def test_dives_settle_a_tiny_unet_that_greedy_misses():
     assert check_placement(b.lower, b.upper, sz, off, alignment=64) <= goal
     p = place(b, alignment=64, time_limit=60, tolerance=0.001)
     assert check_placement(b.lower, b.upper, sz, p.offsets, alignment=64) == p.arena_bytes <= goal
+
+
+@given(traces(max_n=30, max_time=20, max_size=50), st.integers(1, 40))
+@settings(max_examples=40, deadline=None)
+def test_zero_size_buffers_do_not_make_a_window_dusty(t, zeros):
+    lo, up, sz = t
+    goal = max_load(lo, up, sz) * 2
+    share = _dust_share(lo, up, sz, goal, 1)
+    live = sz > 0
+    lo2 = np.r_[lo[live], np.zeros(zeros, dtype=np.int64)]
+    up2 = np.r_[up[live], np.ones(zeros, dtype=np.int64)]
+    sz2 = np.r_[sz[live], np.zeros(zeros, dtype=np.int64)]
+    assert _dust_share(lo2, up2, sz2, goal, 1) == _dust_share(lo[live], up[live], sz[live], goal, 1) == share
