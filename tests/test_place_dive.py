@@ -13,7 +13,7 @@ from olla_onnx.memory import lifetimes
 from olla_onnx.place import Buffers, best_greedy, buffers_from_lifetimes, check_placement, max_load, place, search_placement
 from olla_onnx.place.api import _dust_share, _goal_dives
 from olla_onnx.place.problem import aligned_sizes
-from tests.test_place import brute_force_min_arena, traces
+from test_place import brute_force_min_arena, traces
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 
