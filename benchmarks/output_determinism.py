@@ -9,14 +9,18 @@ Two causes are tested, each against plain onnxruntime sessions (no olla-onnx all
    run alone with the full-size shapes, 10 times with 1 and with 2 threads.
 2. ``--models M``: one full-size model in plain sessions (nothing of olla-onnx but the
    seeded feeds): optimizations off (``ORT_DISABLE_ALL``, what the planned session uses)
-   with 2 threads twice, with 1 thread twice, and the default options (``ORT_ENABLE_ALL``)
-   with 1 thread: run-to-run differences with 2 threads and none with 1 thread name a
-   thread race; a difference between the optimization levels at 1 thread that repeats run
-   to run names the graph rewrites (fusions).
+   with 2 threads twice, with 1 thread twice, the default options (``ORT_ENABLE_ALL``)
+   with 1 thread once and with 2 threads twice, and the plan's order (``optimize``,
+   default settings, run ``PRIORITY_BASED`` as the planned session runs it) with
+   optimizations off and 2 threads twice: run-to-run differences with 2 threads and none
+   with 1 thread name a thread race; a difference between the optimization levels at 1
+   thread that repeats run to run names the graph rewrites (fusions); a difference between
+   the orders names the order.
 
 Results go to ``benchmarks/results/output_determinism.json`` (one row per call, replaced) and
-``--report`` writes ``output_determinism.md``. A full-size model needs up to ~10 GiB: run it
-under the shared lock, one model per call::
+``--report`` writes ``output_determinism.md``. Each session runs in a child process and outputs
+pass through files (one process holding all sessions reached 23 GiB on ViT-B/16); a child needs up to
+about 10 GiB: run a full-size model under the shared lock, one model per call::
 
     nice python benchmarks/output_determinism.py --scatter
     flock /tmp/olla-heavy.lock nice python benchmarks/output_determinism.py --models gpt2
@@ -45,12 +49,14 @@ from olla_onnx.runtime.measure import compare_outputs, relative_diff  # noqa: E4
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def _session(model_bytes: bytes, level: str, threads: int):
+def _session(model_bytes: bytes, level: str, threads: int, priority: bool = False):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
     so.intra_op_num_threads = threads
+    if priority:  # runs a reordered file in its order (as the planned session does)
+        so.execution_order = ort.ExecutionOrder.PRIORITY_BASED
     return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
 
 
@@ -101,31 +107,64 @@ def scatter_row(runs: int = 10) -> dict[str, Any]:
     }
 
 
-def model_row(name: str) -> dict[str, Any]:
-    """Plain sessions of one corpus model (module docstring). Holds two output lists at a time."""
+def _child(model_path: str, level: str, threads: int, runs: int, out_dir: str, order_file: str | None) -> None:
+    """One session in its own process (its memory goes back to the OS when it ends): ``runs`` runs, each
+    run's outputs saved as ``run<k>_<i>.npy`` in ``out_dir``."""
     import onnx
 
-    t0 = time.perf_counter()
-    model = onnx.load(str(ROOT / "models" / f"{name}.onnx"))
+    model = onnx.load(model_path)
     feeds = random_feeds(model, None, 0)
+    if order_file:
+        order = json.loads(Path(order_file).read_text())
+        nodes = [model.graph.node[i] for i in order]
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
     b = model.SerializeToString()
     del model
+    s = _session(b, level, threads, priority=bool(order_file))
+    for k in range(runs):
+        for i, a in enumerate(s.run(None, feeds)):
+            np.save(Path(out_dir) / f"run{k}_{i}.npy", a)
+
+
+def _saved(d: Path, k: int) -> list[np.ndarray]:
+    return [np.load(f, mmap_mode="r") for f in sorted(d.glob(f"run{k}_*.npy"), key=lambda f: int(f.stem.split("_")[1]))]
+
+
+def model_row(name: str) -> dict[str, Any]:
+    """Plain sessions of one corpus model (module docstring), each in a child process; outputs through files."""
+    import subprocess
+    import tempfile
+
+    t0 = time.perf_counter()
+    path = str(ROOT / "models" / f"{name}.onnx")
     row: dict[str, Any] = {"model": name}
-    s = _session(b, "ORT_DISABLE_ALL", 2)
-    off2 = s.run(None, feeds)
-    row["off_2threads_run1_vs_run2"] = _diff(off2, s.run(None, feeds))
-    del s
-    gc.collect()
-    s = _session(b, "ORT_DISABLE_ALL", 1)
-    off1 = s.run(None, feeds)
-    row["off_1thread_run1_vs_run2"] = _diff(off1, s.run(None, feeds))
-    del s
-    row["off_1thread_vs_off_2threads"] = _diff(off1, off2)
-    del off2
-    gc.collect()
-    s = _session(b, "ORT_ENABLE_ALL", 1)
-    row["default_1thread_vs_off_1thread"] = _diff(s.run(None, feeds), off1)
-    del s
+    with tempfile.TemporaryDirectory() as tmp:
+        from olla_onnx.frontends import load_graph
+        from olla_onnx.pipeline import optimize_model
+
+        order_file = Path(tmp) / "order.json"  # the plan's order (`optimize`, default settings)
+        order_file.write_text(json.dumps([int(i) for i in optimize_model(load_graph(path)).order]))
+        gc.collect()
+        dirs = {}
+        for label, level, threads, runs, order in (
+            ("off2", "ORT_DISABLE_ALL", 2, 2, None), ("off1", "ORT_DISABLE_ALL", 1, 2, None),
+            ("default1", "ORT_ENABLE_ALL", 1, 1, None), ("default2", "ORT_ENABLE_ALL", 2, 2, None),
+            ("plan2", "ORT_DISABLE_ALL", 2, 2, order_file),
+        ):
+            d = Path(tmp) / label
+            d.mkdir()
+            cmd = [sys.executable, __file__, "--child", path, level, str(threads), str(runs), str(d)]
+            subprocess.run(cmd + ([str(order)] if order else []), check=True)
+            dirs[label] = d
+        row["plan_order_vs_file_order_off_2threads"] = _diff(_saved(dirs["plan2"], 0), _saved(dirs["off2"], 0))
+        row["plan_order_off_2threads_run1_vs_run2"] = _diff(_saved(dirs["plan2"], 0), _saved(dirs["plan2"], 1))
+        row["default_2threads_run1_vs_run2"] = _diff(_saved(dirs["default2"], 0), _saved(dirs["default2"], 1))
+        row["default_2threads_vs_off_2threads"] = _diff(_saved(dirs["default2"], 0), _saved(dirs["off2"], 0))
+        row["off_2threads_run1_vs_run2"] = _diff(_saved(dirs["off2"], 0), _saved(dirs["off2"], 1))
+        row["off_1thread_run1_vs_run2"] = _diff(_saved(dirs["off1"], 0), _saved(dirs["off1"], 1))
+        row["off_1thread_vs_off_2threads"] = _diff(_saved(dirs["off1"], 0), _saved(dirs["off2"], 0))
+        row["default_1thread_vs_off_1thread"] = _diff(_saved(dirs["default1"], 0), _saved(dirs["off1"], 0))
     row["seconds"] = round(time.perf_counter() - t0, 1)
     return row
 
@@ -136,6 +175,30 @@ def _load(path: Path) -> dict[str, Any]:
 
 def _fmt(d: dict[str, Any]) -> str:
     return "bitwise" if d["bitwise"] else f"{d['max_abs_diff']:.3g} (rel {d['max_rel_diff']:.2g})"
+
+
+def _reading(r: dict[str, Any]) -> str:
+    """One model's row in words: which of the causes (module docstring) its figures show."""
+    race = not r["off_2threads_run1_vs_run2"]["bitwise"] or not r.get("plan_order_off_2threads_run1_vs_run2", {"bitwise": True})["bitwise"]
+    steady1 = r["off_1thread_run1_vs_run2"]["bitwise"]
+    fus = r["default_1thread_vs_off_1thread"]
+    out = [f"**{r['model']}**:"]
+    if race and steady1:
+        worst = max(r["off_2threads_run1_vs_run2"]["max_abs_diff"], r.get("plan_order_off_2threads_run1_vs_run2", {}).get("max_abs_diff", 0.0))
+        out.append(f"two runs of one plain session with 2 threads differ (up to {worst:.2g}) while runs with 1 thread are "
+                   "bitwise equal: onnxruntime itself is not deterministic with 2 threads on this model, with no olla-onnx "
+                   "allocator and in the file's order (most likely the embedding gradient's ScatterND(add), the one "
+                   "kernel found non-deterministic alone, above);")
+    elif not race:
+        out.append("runs of one plain session are bitwise equal (2 threads and 1);")
+    else:
+        out.append("runs differ even with 1 thread;")
+    out.append("the default options against optimizations off, both at 1 thread: "
+               + ("bitwise equal." if fus["bitwise"] else f"{fus['max_abs_diff']:.2g} (the graph rewrites, deterministic at 1 thread)."))
+    if "plan_order_vs_file_order_off_2threads" in r and not race:
+        po = r["plan_order_vs_file_order_off_2threads"]
+        out.append("The plan's order against the file's: " + ("bitwise equal." if po["bitwise"] else f"{po['max_abs_diff']:.2g}."))
+    return " ".join(out)
 
 
 def write_report(rows: dict[str, Any], out: Path) -> None:
@@ -178,15 +241,20 @@ def write_report(rows: dict[str, Any], out: Path) -> None:
             "planned session's level), *default* = `ORT_ENABLE_ALL`.",
             "",
             "| model | off, 2 threads: run 1 vs run 2 | off, 1 thread: run 1 vs run 2 | off: 1 vs 2 threads | "
-            "default vs off (1 thread) | s |",
-            "|---|---|---|---|---|---:|",
+            "default vs off (1 thread) | default, 2 threads: run 1 vs run 2 | default vs off (2 threads) | "
+            "plan's order vs file order (off, 2 threads) | plan's order: run 1 vs run 2 | s |",
+            "|---|---|---|---|---|---|---|---|---|---:|",
         ]
+        na = {"bitwise": None}
         for r in models:
-            lines.append(
-                f"| {r['model']} | {_fmt(r['off_2threads_run1_vs_run2'])} | {_fmt(r['off_1thread_run1_vs_run2'])} | "
-                f"{_fmt(r['off_1thread_vs_off_2threads'])} | {_fmt(r['default_1thread_vs_off_1thread'])} | {r['seconds']} |"
-            )
+            cells = [r.get(k, na) for k in (
+                "off_2threads_run1_vs_run2", "off_1thread_run1_vs_run2", "off_1thread_vs_off_2threads",
+                "default_1thread_vs_off_1thread", "default_2threads_run1_vs_run2", "default_2threads_vs_off_2threads",
+                "plan_order_vs_file_order_off_2threads", "plan_order_off_2threads_run1_vs_run2")]
+            lines.append(f"| {r['model']} | " + " | ".join("n/m" if c["bitwise"] is None else _fmt(c) for c in cells)
+                         + f" | {r['seconds']} |")
         lines.append("")
+        lines += ["What the rows say:", ""] + [f"- {_reading(r)}" for r in models] + [""]
     out.write_text("\n".join(lines))
 
 
@@ -197,7 +265,12 @@ def main() -> None:
     ap.add_argument("--report", action="store_true")
     ap.add_argument("--json", type=Path, default=RESULTS / "output_determinism.json")
     ap.add_argument("--out", type=Path, default=RESULTS / "output_determinism.md")
+    ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        c = args.child
+        _child(c[0], c[1], int(c[2]), int(c[3]), c[4], c[5] if len(c) > 5 else None)
+        return
     new = ([scatter_row()] if args.scatter else []) + [model_row(m) for m in args.models]
     for row in new:
         rows = _load(args.json)

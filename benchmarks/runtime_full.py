@@ -188,6 +188,24 @@ def _diff(p: dict[str, Any]) -> str:
     return f"{p['max_abs_diff']:.3g} (rel {p['max_rel_diff']:.1e})"
 
 
+def _output_causes(model: str, fallback: str) -> str:
+    """What ``benchmarks/output_determinism.py`` measured for ``model`` with plain onnxruntime sessions, else ``fallback``."""
+    path = RESULTS / "output_determinism.json"
+    det = json.loads(path.read_text()).get(model) if path.exists() else None
+    if not det:
+        return fallback
+    runs = [det[k] for k in ("off_2threads_run1_vs_run2", "plan_order_off_2threads_run1_vs_run2") if k in det]
+    racy = [d["max_abs_diff"] for d in runs if not d["bitwise"]]
+    fus = det["default_1thread_vs_off_1thread"]
+    said = []
+    if racy and det["off_1thread_run1_vs_run2"]["bitwise"]:
+        said.append(f"plain onnxruntime sessions of this model (no olla-onnx allocator) differ from run to run by up to "
+                    f"{max(racy):.2g} with 2 threads and not with 1")
+    said.append("the default options differ from optimizations off by "
+                + ("nothing" if fus["bitwise"] else f"{fus['max_abs_diff']:.2g}") + " at 1 thread (graph rewrites)")
+    return "measured (`output_determinism.md`): " + "; ".join(said) + "."
+
+
 def _why(r: dict[str, Any]) -> str:
     """What the figures say about the ratio (no judgement beyond them)."""
     d = r["peak_ort_default_bytes"]
@@ -226,13 +244,13 @@ def _why(r: dict[str, Any]) -> str:
             f"**The in-place run differs from the plain planned run** (same order, no IO binding) by up to "
             f"{q['inplace_max_abs_diff']:.2g}, and the arena-served run "
             f"{'equals' if q['planned_equals_unplanned'] else 'also differs from'} the heap-served recording run of the "
-            f"same session: not diagnosed here (an unsafe pair, or results that change from run to run)."
+            f"same session: {_output_causes(r['model'], 'not diagnosed here (an unsafe pair, or results that change from run to run).')}"
         )
     elif q and not q["outputs_equal"]:
         parts.append(
             f"Outputs differ from the default session by at most {q['max_abs_diff']:.2g} ({q['max_rel_diff']:.1e} normwise) "
             f"while the planned run equals the same session served from the heap and the plain planned run bitwise; "
-            f"most likely the default session's graph rewrites (fusions) round differently."
+            + _output_causes(r["model"], "most likely the default session's graph rewrites (fusions) round differently.")
         )
     return " ".join(parts)
 
