@@ -100,7 +100,9 @@ def optimize(
         console.print(line)
     console.print(
         f"arena: {human_bytes(result.arena_bytes)} for the transient tensors, fragmentation {result.fragmentation * 100:.2f}%"
-        f" ({result.place_seconds:.1f} s); resident {human_bytes(r)} outside it"
+        + (f", {result.alignment_padding * 100:.2f}% of it padding to {alignment}-byte alignment that no placement avoids"
+           if result.alignment_padding >= 5e-5 else "")
+        + f" ({result.place_seconds:.1f} s); resident {human_bytes(r)} outside it"
     )
     console.print(f"wrote {out}" + (f" and {plan}" if plan else ""))
     write_report(report_json, result.report())
