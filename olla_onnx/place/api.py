@@ -373,7 +373,8 @@ def place(
             now = time.perf_counter()
             if r[2] <= goal or now >= deadline:
                 break
-            share = FIRST_STEP_SHARE[step] if step != "decompose" or "dive" not in steps[:i] else DECOMPOSE_AFTER_DIVES_SHARE
+            after_dives = "dive" in steps[:i]  # the dives failed: the decomposition starts size-first, with more time
+            share = DECOMPOSE_AFTER_DIVES_SHARE if step == "decompose" and after_dives else FIRST_STEP_SHARE[step]
             until = deadline if i == len(steps) - 1 else now + share * (deadline - now)
             if step == "split":
                 s_off, s_arena = place_split(lo[g], up[g], sz[g] // alignment, goal // alignment, until, cands)
@@ -386,7 +387,7 @@ def place(
                     if v_arena < r[2]:
                         r[1], r[2], r[3], r[4] = v_off, v_arena, "dive", v_arena <= bound
             elif step == "decompose":
-                tries = DECOMPOSE_TRIES if "dive" not in steps[:i] else SIZE_FIRST_TRIES
+                tries = SIZE_FIRST_TRIES if after_dives else DECOMPOSE_TRIES
                 d_off, d_arena, _ = _decompose_window(lo[g], up[g], sz[g], r[2], goal, until, alignment, tries)
                 if d_off is not None:
                     r[1], r[2], r[3], r[4] = d_off, d_arena, "windows", d_arena <= bound

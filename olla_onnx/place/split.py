@@ -43,7 +43,7 @@ MAX_CANDIDATES = 4
 #: rounds (2n, then 4n) lands with one, and the failing ones waste a third
 #: of the time they did, which the steps after the split need on tiny models.
 SPLIT_ROUNDS = 1
-#: The search's preorders, each dived once per candidate before any long search.
+#: The search's preorders, each dived once per candidate (no long search follows).
 DIVE_PREORDERS = ("WAT", "TAW", "TWA")
 
 
