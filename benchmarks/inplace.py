@@ -31,9 +31,9 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from olla_onnx.frontends import load_graph  # noqa: E402
-from olla_onnx.pipeline import DEFAULT_TIME_LIMIT, optimize_model, write_outputs  # noqa: E402
-from olla_onnx.runtime.measure import run_model  # noqa: E402
+from olla_onnx.formats import load_graph  # noqa: E402
+from olla_onnx.optimize import DEFAULT_TIME_LIMIT, optimize_model, write_outputs  # noqa: E402
+from olla_onnx.run import run_model  # noqa: E402
 
 MiB = 2**20
 

@@ -31,11 +31,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from olla_onnx.bench import transient_saving  # noqa: E402
-from olla_onnx.frontends import load_graph  # noqa: E402
-from olla_onnx.memory import simulate  # noqa: E402
+from olla_onnx.formats import load_graph  # noqa: E402
+from olla_onnx.ir.memory import simulate  # noqa: E402
 from olla_onnx.schedule import optimize_order  # noqa: E402
-from olla_onnx.schedule.ort_default import ort_default_order  # noqa: E402
-from olla_onnx.schedule.random_graphs import layered_dag, to_node_link, training_graph  # noqa: E402
+from olla_onnx.ort_facts.default_order import ort_default_order  # noqa: E402
+from olla_onnx.synthetic import layered_dag, to_node_link, training_graph  # noqa: E402
 
 LAYERED = [(n, w, seed) for n in (100, 200, 500, 1000, 2000) for (w, seed) in ((4, 1), (6, 2), (10, 3))]
 TRAINING = [(12, 1, (4, 256)), (50, 2, (64, 1024)), (200, 3, (64, 1024)), (500, 4, (4, 256))]
@@ -63,8 +63,8 @@ def run_case(name: str, fmt: str, make, time_limit: float | None, inplace: bool 
     work = graph
     pairs = ()
     if inplace and fmt == "onnx":
-        # the graph the pipeline searches by default: updates written over their inputs (olla_onnx.inplace)
-        from olla_onnx.inplace import apply_inplace, find_inplace_pairs
+        # the graph the pipeline searches by default: updates written over their inputs (olla_onnx.passes.inplace)
+        from olla_onnx.passes.inplace import apply_inplace, find_inplace_pairs
 
         pairs = find_inplace_pairs(graph).pairs
         work = apply_inplace(graph, pairs)
@@ -77,7 +77,7 @@ def run_case(name: str, fmt: str, make, time_limit: float | None, inplace: bool 
         # a stock order keeps the pairs it leaves safe (as the pipeline does); never fewer bytes than on ``work``
         if not pairs:
             return simulate(graph, order).peak
-        from olla_onnx.inplace import apply_inplace, respected_pairs
+        from olla_onnx.passes.inplace import apply_inplace, respected_pairs
 
         return simulate(apply_inplace(graph, respected_pairs(graph, pairs, order)), order).peak
 

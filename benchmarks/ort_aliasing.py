@@ -7,7 +7,7 @@ second run's requests are counted. Three requests (``a``, ``b``, ``y``) mean OP'
 has its own buffer; two mean it shares ``a``'s. A second model makes ``a`` also read by a
 later node (``a`` then lives past OP): an alias op (a view: onnxruntime's kernel declares
 it) still shares, an in-place op (the kernel *may* reuse a buffer whose last reader it is)
-does not. The memory model (:mod:`olla_onnx.frontends.onnx`) models the views; the
+does not. The memory model (:mod:`olla_onnx.formats.onnx.read`) models the views; the
 in-place kernels are not modelled (they lower only the live bytes of the node's own step,
 and only in orders where the node is its input's last reader).
 
@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from olla_onnx.inplace import VIEW_OPS  # noqa: E402
+from olla_onnx.ort_facts import VIEW_OPS  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "ort_aliasing.md"
 

@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from olla_onnx.frontends.onnx import graph_from_model, load_onnx  # noqa: E402
+from olla_onnx.formats.onnx.read import graph_from_model, load_onnx  # noqa: E402
 from olla_onnx.runtime.profile import profiled_order  # noqa: E402
-from olla_onnx.schedule.ort_default import file_order, ort_default_order, ort_priority_order  # noqa: E402
+from olla_onnx.ort_facts.default_order import file_order, ort_default_order, ort_priority_order  # noqa: E402
 
 
 def torch_models(tmp: Path) -> list[Path]:

@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from olla_onnx.runtime.feeds import random_feeds  # noqa: E402
-from olla_onnx.runtime.measure import compare_outputs, relative_diff  # noqa: E402
+from olla_onnx.run import compare_outputs, relative_diff  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -140,8 +140,8 @@ def model_row(name: str) -> dict[str, Any]:
     path = str(ROOT / "models" / f"{name}.onnx")
     row: dict[str, Any] = {"model": name}
     with tempfile.TemporaryDirectory() as tmp:
-        from olla_onnx.frontends import load_graph
-        from olla_onnx.pipeline import optimize_model
+        from olla_onnx.formats import load_graph
+        from olla_onnx.optimize import optimize_model
 
         order_file = Path(tmp) / "order.json"  # the plan's order (`optimize`, default settings)
         order_file.write_text(json.dumps([int(i) for i in optimize_model(load_graph(path)).order]))

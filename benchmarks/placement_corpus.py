@@ -30,8 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from olla_onnx.frontends import load_graph  # noqa: E402
-from olla_onnx.memory import lifetimes, simulate  # noqa: E402
+from olla_onnx.formats import load_graph  # noqa: E402
+from olla_onnx.ir.memory import lifetimes, simulate  # noqa: E402
 from olla_onnx.place import buffers_from_lifetimes, check_placement, place  # noqa: E402
 from olla_onnx.place.problem import aligned_sizes  # noqa: E402
 
@@ -48,9 +48,9 @@ def orders_of(loaded, optimize_seconds: float) -> dict[str, list[int]]:
             out["optimized"] = list(optimize_order(graph, time_limit=optimize_seconds).order)
         except Exception:  # noqa: BLE001 - optional piece owned by another module
             pass
-    if loaded.format == "onnx":
+    if loaded.runs_in_onnxruntime:
         try:
-            from olla_onnx.schedule.ort_default import ort_default_order, written_order_as_run
+            from olla_onnx.ort_facts.default_order import ort_default_order, written_order_as_run
 
             out["ort_default"] = ort_default_order(graph)
             # What `olla-onnx optimize` places (olla_onnx/pipeline.py): the lowest-peak

@@ -4,7 +4,7 @@ For each model: the nodes in the order onnxruntime runs them (the file's
 order, and the order + plan of `optimize --no-inplace`), run in the planned
 session with onnxruntime's buffer reuse off (each tensor its own request,
 the memory model's assumption), recorded and served from the arena
-(:func:`olla_onnx.runtime.measure.measure_planned`). *Measured* is what the
+(:func:`olla_onnx.run.measure_planned`). *Measured* is what the
 process holds at the peak:
 
     measured = planned peak (arena + heap bytes through the allocator)
@@ -15,7 +15,7 @@ process holds at the peak:
                come through the allocator: column *heap = small*)
 
 and it is compared with the simulated peak of the same order on the IR with
-and without the workspace model (:mod:`olla_onnx.frontends.workspace`), and,
+and without the workspace model (:mod:`olla_onnx.ort_facts.workspace`), and,
 for the optimized order, with the plan's arena + resident bytes (the
 prediction `olla-onnx run` reports). Errors are measured / predicted - 1.
 
@@ -48,13 +48,13 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from olla_onnx.frontends import load_graph  # noqa: E402
-from olla_onnx.frontends.onnx import load_onnx  # noqa: E402
-from olla_onnx.frontends.workspace import default_threads, is_workspace  # noqa: E402
-from olla_onnx.memory import simulate  # noqa: E402
-from olla_onnx.pipeline import optimize_model  # noqa: E402
-from olla_onnx.runtime.measure import measure_planned, outside_allocator, random_inputs  # noqa: E402
-from olla_onnx.schedule.ort_default import written_order_as_run  # noqa: E402
+from olla_onnx.formats import load_graph  # noqa: E402
+from olla_onnx.formats.onnx.read import load_onnx  # noqa: E402
+from olla_onnx.ort_facts.workspace import default_threads, is_workspace  # noqa: E402
+from olla_onnx.ir.memory import simulate  # noqa: E402
+from olla_onnx.optimize import optimize_model  # noqa: E402
+from olla_onnx.run import measure_planned, outside_allocator, random_inputs  # noqa: E402
+from olla_onnx.ort_facts.default_order import written_order_as_run  # noqa: E402
 
 DEFAULT_MODELS = ["mlp", "mlp_sgd_handwritten", "cnn", "alexnet", "resnet18"]
 
@@ -109,8 +109,8 @@ def per_node_row(name: str) -> dict:
     """Each node of ``name`` run alone: measured scratch against the workspace model, node by node."""
     from collections import Counter
 
-    from olla_onnx.frontends.onnx import infer_types
-    from olla_onnx.frontends.workspace import workspace_name
+    from olla_onnx.formats.onnx.shapes import infer_types
+    from olla_onnx.ort_facts.workspace import workspace_name
     from olla_onnx.runtime.scratch import all_values, scratch_bytes, single_node_models
 
     path = ROOT / "models" / f"{name}.onnx"

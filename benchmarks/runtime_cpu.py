@@ -6,7 +6,7 @@ file order); `optimize --no-inplace` (order + plan, --time-limit seconds) and
 `run` on the reordered model with its plan; `optimize` (order + plan with
 in-place updates) and `run` with that plan (updates written into their inputs'
 buffers through IO binding). Then 100 training steps of the example MLP
-(:mod:`olla_onnx.runtime.examples`) in the default session, the planned
+(:mod:`mlp_example`) in the default session, the planned
 session (parameters fed back by copy) and the planned in-place session (no
 copy: the updates are already in the input buffers): RSS per step, results.
 
@@ -31,11 +31,11 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from olla_onnx.frontends import load_graph  # noqa: E402
-from olla_onnx.memory import simulate  # noqa: E402
-from olla_onnx.schedule.ort_default import ort_default_order  # noqa: E402
-from olla_onnx.pipeline import optimize_model, write_outputs  # noqa: E402
-from olla_onnx.runtime.measure import run_model  # noqa: E402
+from olla_onnx.formats import load_graph  # noqa: E402
+from olla_onnx.ir.memory import simulate  # noqa: E402
+from olla_onnx.ort_facts.default_order import ort_default_order  # noqa: E402
+from olla_onnx.optimize import optimize_model, write_outputs  # noqa: E402
+from olla_onnx.run import run_model  # noqa: E402
 
 
 def mib(b: int | None) -> str:
@@ -76,9 +76,9 @@ def _loop_row(label: str, res, steps: int, extra: str = "") -> str:
 
 
 def loop_rows(steps: int = 100) -> list[str]:
-    from olla_onnx.runtime.examples import feedback_pairs, mlp_parameters, mlp_training_model
+    from mlp_example import feedback_pairs, mlp_parameters, mlp_training_model
     from olla_onnx.runtime.loop import train_loop
-    from olla_onnx.runtime.measure import compare_outputs, open_planned, random_inputs
+    from olla_onnx.run import compare_outputs, open_planned, random_inputs
     from olla_onnx.runtime.session import new_allocators, open_session
 
     widths = (256, 1024, 1024, 256)

@@ -5,11 +5,11 @@ gpt2, mobilenetv2, resnet50, unet, vgg16, vit_b16), which
 ``benchmarks/runtime_cpu.py`` leaves out. Per model, in one process:
 
 1. ``optimize`` with its default settings (in-place updates on,
-   :func:`olla_onnx.pipeline.optimize_model`), the reordered model and plan
+   :func:`olla_onnx.optimize.optimize_model`), the reordered model and plan
    written as ``olla-onnx optimize -o --plan`` writes them;
 2. onnxruntime's default session, measured once through the recording
-   allocator (:func:`olla_onnx.runtime.measure.measure_default`, 2nd run);
-3. ``olla-onnx run`` on that model and plan (:func:`~olla_onnx.runtime.measure.run_model`),
+   allocator (:func:`olla_onnx.run.measure_default`, 2nd run);
+3. ``olla-onnx run`` on that model and plan (:func:`~olla_onnx.run.run_model`),
    reusing the default measurement: *planned* = the plan's order without the
    in-place pairs (``--no-inplace``), *planned + in-place* = the plan as
    ``run`` uses it (updates written into their inputs' buffers). onnxruntime's
@@ -52,9 +52,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from olla_onnx.frontends import load_graph  # noqa: E402
-from olla_onnx.pipeline import DEFAULT_TIME_LIMIT, optimize_model, write_outputs  # noqa: E402
-from olla_onnx.runtime.measure import (  # noqa: E402
+from olla_onnx.formats import load_graph  # noqa: E402
+from olla_onnx.optimize import DEFAULT_TIME_LIMIT, optimize_model, write_outputs  # noqa: E402
+from olla_onnx.run import (  # noqa: E402
     load_model_for_run,
     measure_default,
     outside_allocator,
@@ -259,7 +259,7 @@ def _why(r: dict[str, Any]) -> str:
 def write_report(rows: dict[str, dict[str, Any]], out: Path) -> None:
     import onnxruntime as ort
 
-    from olla_onnx.frontends.workspace import default_threads
+    from olla_onnx.ort_facts.workspace import default_threads
 
     order = [m for m in MODELS if m in rows] + sorted(set(rows) - set(MODELS))
     lines = [

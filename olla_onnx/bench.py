@@ -7,7 +7,7 @@ alike.
 Each model is optimized twice: *order only* (``--no-inplace``: the order
 search and plan as before) and *order + in-place* (the default of `optimize`:
 updated parameters and optimizer state written into their inputs' buffers,
-:mod:`olla_onnx.inplace`). The table shows both side by side; the plots and the
+:mod:`olla_onnx.passes.inplace`). The table shows both side by side; the plots and the
 order-only columns come from the first, the in-place columns from the second.
 """
 
@@ -34,8 +34,8 @@ def bench_model(
     with ``inplace``, the same for order + in-place updates (keys ending in ``_inplace``).
 
     With ``plot_dir``, also draws ``<plot_dir>/<model>.png`` from the order-only result."""
-    from olla_onnx.frontends import load_graph
-    from olla_onnx.pipeline import optimize_model
+    from olla_onnx.formats import load_graph
+    from olla_onnx.optimize import optimize_model
 
     t0 = time.perf_counter()
     loaded = load_graph(path, dims=dims)
@@ -77,7 +77,7 @@ def bench_model(
         })
     if plot_dir is not None:
         _draw(loaded, res, plot_dir / f"{path.stem}.png")
-    if run and loaded.format == "onnx":
+    if run and loaded.runs_in_onnxruntime:
         if res.peak_ort_default is not None and res.peak_ort_default > run_limit_bytes:
             row["run_error"] = f"not run: predicted peak above {run_limit_bytes / MiB:,.0f} MiB (--run-limit-mib)"
         else:
@@ -97,10 +97,9 @@ def transient_saving(base_transient: int, transient: int) -> float:
 
 
 def _draw(loaded, res, out: Path) -> None:
-    from olla_onnx.commands.inspect import stock_orders
     from olla_onnx.plot import plot_memory
 
-    stock = stock_orders(loaded)
+    stock = loaded.stock_orders()
     orders = {"input order (file)": stock["input_order"]}
     if "ort_default" in stock:
         orders["onnxruntime default order"] = stock["ort_default"]
@@ -112,8 +111,8 @@ def _measure(loaded, res) -> dict[str, Any]:
     """Measured onnxruntime peaks: the default session, and the optimized file served from its plan."""
     import tempfile
 
-    from olla_onnx.pipeline import write_outputs
-    from olla_onnx.runtime.measure import run_model
+    from olla_onnx.optimize import write_outputs
+    from olla_onnx.run import run_model
 
     try:
         with tempfile.TemporaryDirectory() as tmp:

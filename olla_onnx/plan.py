@@ -15,7 +15,7 @@ Format (version 2; version 1 is version 2 without ``inplace``, and still loads):
     }
 
 ``inplace`` lists the outputs written into their input's buffer
-(:mod:`olla_onnx.inplace`): the order, lifetimes and buffers are those of the
+(:mod:`olla_onnx.passes.inplace`): the order, lifetimes and buffers are those of the
 graph with these pairs applied (each paired output is a 0-byte buffer; the
 zero-byte order tokens are not listed), and loading re-applies them to the
 model, so a pair that does not fit (or is unsafe in) the model is refused.
@@ -38,9 +38,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from olla_onnx.errors import GraphError, PlanError
-from olla_onnx.graph import Graph
-from olla_onnx.inplace import InplacePair, apply_inplace, is_order_token
-from olla_onnx.memory import lifetimes
+from olla_onnx.ir.graph import Graph
+from olla_onnx.passes.inplace import InplacePair, apply_inplace, is_order_token
+from olla_onnx.ir.memory import lifetimes
 
 PLAN_FORMAT = "olla-onnx-plan"
 PLAN_VERSION = 2
@@ -226,7 +226,7 @@ def check_plan(plan: Plan, graph: Graph) -> None:
 
 
 def _checked(graph: Graph, order: list[int]) -> list[int]:
-    from olla_onnx.graph import check_order
+    from olla_onnx.ir.graph import check_order
 
     check_order(graph, order)
     return order
@@ -283,6 +283,6 @@ def load_plan(path: Path, graph: Graph | None = None) -> Plan:
 def plan_uses_workspace(plan: Plan) -> bool:
     """Whether ``plan`` was made with the workspace model on (any of its buffers is a ``<node>::workspace``):
     the graph to check it against is then loaded with that model on too. O(buffers)."""
-    from olla_onnx.frontends.workspace import is_workspace
+    from olla_onnx.ort_facts.workspace import is_workspace
 
     return any(is_workspace(b.tensor) for b in plan.buffers)

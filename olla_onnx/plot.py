@@ -12,9 +12,9 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from olla_onnx.errors import OllaInputError
-from olla_onnx.graph import Graph, TensorKind
-from olla_onnx.inplace import apply_inplace
-from olla_onnx.memory import simulate
+from olla_onnx.ir.graph import Graph, TensorKind
+from olla_onnx.passes.inplace import apply_inplace
+from olla_onnx.ir.memory import simulate
 from olla_onnx.plan import Plan
 
 # One colour per kind, the same in every panel.
@@ -60,7 +60,7 @@ def memory_curves(
     graph: Graph, orders: Mapping[str, Sequence[int]], graphs: Mapping[str, Graph] | None = None
 ) -> dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]:
     """:func:`live_by_kind` per named order, each on ``graphs[name]`` when given (the graph a plan
-    with in-place pairs is for, :func:`olla_onnx.inplace.apply_inplace`), else on ``graph``."""
+    with in-place pairs is for, :func:`olla_onnx.passes.inplace.apply_inplace`), else on ``graph``."""
     graphs = graphs or {}
     return {name: live_by_kind(graphs.get(name, graph), order) for name, order in orders.items()}
 

@@ -6,7 +6,7 @@ import itertools
 
 from hypothesis import strategies as st
 
-from olla_onnx.graph import Graph, Node, Tensor, TensorKind
+from olla_onnx.ir.graph import Graph, Node, Tensor, TensorKind
 
 
 @st.composite

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from olla_onnx.memory import simulate
+from olla_onnx.ir.memory import simulate
 from olla_onnx.schedule.chain import chain_bound, chain_step, chain_value, order_from_downsets
 from olla_onnx.schedule.reduce import reduce_graph
 from dags import all_topological_orders, random_graphs
@@ -88,7 +88,7 @@ def test_chain_proves_cnn_tiny_optimal():
     min cut is attainable jointly only through nested down-sets, which the program finds."""
     from pathlib import Path
 
-    from olla_onnx.frontends import load_graph
+    from olla_onnx.formats import load_graph
     from olla_onnx.schedule import optimize_order
 
     g = load_graph(Path(__file__).resolve().parents[1] / "models" / "cnn_tiny.onnx").graph

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from olla_onnx.frontends.networkx import graph_from_node_link, load_node_link
-from olla_onnx.memory import simulate
+from olla_onnx.formats.nodelink import graph_from_node_link, load_node_link
+from olla_onnx.ir.memory import simulate
 from olla_onnx.plan import load_plan
 
 

@@ -155,7 +155,7 @@ def test_mlp_tiny_export_matches_eager_pytorch():
 
 def test_graph_from_onnxruntime_training_goes_through_the_frontend():
     """A training graph not from this exporter: gradient ops in com.microsoft (see models/ortraining)."""
-    from olla_onnx.frontends.onnx import load_onnx
+    from olla_onnx.formats.onnx.read import load_onnx
 
     path = MODELS / "ortraining" / "mlp_ort_training.onnx"
     graph, model = load_onnx(path)

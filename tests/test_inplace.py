@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from dags import all_topological_orders, random_topological_order
 from olla_onnx.errors import GraphError, OllaInputError, PlanError
-from olla_onnx.graph import Graph, Node, Tensor, TensorKind, check_order, is_topological
-from olla_onnx.inplace import (
+from olla_onnx.ir.graph import Graph, Node, Tensor, TensorKind, check_order, is_topological
+from olla_onnx.passes.inplace import (
     InplacePair,
     apply_inplace,
     candidate_inputs,
@@ -25,7 +25,7 @@ from olla_onnx.inplace import (
     parse_pair,
     respected_pairs,
 )
-from olla_onnx.memory import simulate
+from olla_onnx.ir.memory import simulate
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 
@@ -313,8 +313,8 @@ def test_plans_with_bad_pairs_are_refused(tmp_path, defect):
 
 
 def test_optimize_uses_inplace_and_writes_no_token(tmp_path):
-    from olla_onnx.frontends import load_graph
-    from olla_onnx.pipeline import optimize_model, write_outputs
+    from olla_onnx.formats import load_graph
+    from olla_onnx.optimize import optimize_model, write_outputs
     from olla_onnx.plan import load_plan
 
     loaded = load_graph(MODELS / "mlp_sgd_handwritten.onnx")
@@ -341,8 +341,8 @@ def test_optimize_uses_inplace_and_writes_no_token(tmp_path):
 def test_cli_optimize_reports_pairs_and_refuses_bad_ones(tmp_path):
     from typer.testing import CliRunner
 
-    import olla_onnx.commands.optimize  # noqa: F401
-    from olla_onnx.commands.app import app
+    import olla_onnx.cli.optimize  # noqa: F401
+    from olla_onnx.cli.common import app
 
     model = MODELS / "mlp_tiny.onnx"
     rep = tmp_path / "r.json"
@@ -365,9 +365,9 @@ def test_cli_optimize_reports_pairs_and_refuses_bad_ones(tmp_path):
 
 @pytest.mark.parametrize("name", ["mlp_tiny", "mlp_sgd_handwritten"])
 def test_inplace_run_equals_the_plain_planned_run(tmp_path, name):
-    from olla_onnx.frontends import load_graph
-    from olla_onnx.pipeline import optimize_model, write_outputs
-    from olla_onnx.runtime.measure import run_model
+    from olla_onnx.formats import load_graph
+    from olla_onnx.optimize import optimize_model, write_outputs
+    from olla_onnx.run import run_model
 
     loaded = load_graph(MODELS / f"{name}.onnx")
     res = optimize_model(loaded, time_limit=1.0)
@@ -387,9 +387,9 @@ def test_inplace_run_equals_the_plain_planned_run(tmp_path, name):
 def test_cli_run_with_an_inplace_plan(tmp_path):
     from typer.testing import CliRunner
 
-    import olla_onnx.commands.optimize  # noqa: F401
-    import olla_onnx.commands.run  # noqa: F401
-    from olla_onnx.commands.app import app
+    import olla_onnx.cli.optimize  # noqa: F401
+    import olla_onnx.cli.run  # noqa: F401
+    from olla_onnx.cli.common import app
 
     out, plan, rep = tmp_path / "o.onnx", tmp_path / "p.json", tmp_path / "r.json"
     res = CliRunner().invoke(app, ["optimize", str(MODELS / "mlp_tiny.onnx"), "-o", str(out), "--plan", str(plan),
@@ -410,9 +410,9 @@ def test_scalar_and_broadcast_updates_in_place(tmp_path):
     from onnx import TensorProto as TP
     from onnx import helper as h
 
-    from olla_onnx.frontends import load_graph
-    from olla_onnx.pipeline import optimize_model, write_outputs
-    from olla_onnx.runtime.measure import run_model
+    from olla_onnx.formats import load_graph
+    from olla_onnx.optimize import optimize_model, write_outputs
+    from olla_onnx.run import run_model
 
     nodes = [
         h.make_node("Add", ["state.step", "one"], ["state_out.step"], name="count"),
@@ -448,9 +448,9 @@ def test_scalar_and_broadcast_updates_in_place(tmp_path):
     "CUDAExecutionProvider" not in ort.get_available_providers(), reason="needs onnxruntime-gpu and a CUDA device"
 )
 def test_cuda_inplace_run(tmp_path):
-    from olla_onnx.frontends import load_graph
-    from olla_onnx.pipeline import optimize_model, write_outputs
-    from olla_onnx.runtime.measure import run_model
+    from olla_onnx.formats import load_graph
+    from olla_onnx.optimize import optimize_model, write_outputs
+    from olla_onnx.run import run_model
 
     loaded = load_graph(MODELS / "mlp_sgd_handwritten.onnx")
     res = optimize_model(loaded, time_limit=1.0, alignment=256)

@@ -4,8 +4,8 @@ from hypothesis import given, settings, strategies as st
 
 from dags import all_topological_orders, random_graphs, random_topological_order, reference_peak
 from olla_onnx.errors import GraphError, InvalidOrderError
-from olla_onnx.graph import Graph, Node, Tensor, TensorKind
-from olla_onnx.memory import ancestor_bound, lifetimes, per_node_bound, simulate
+from olla_onnx.ir.graph import Graph, Node, Tensor, TensorKind
+from olla_onnx.ir.memory import ancestor_bound, lifetimes, per_node_bound, simulate
 
 
 def small_graph() -> Graph:

@@ -5,8 +5,8 @@ from hypothesis import given, settings
 
 from dags import random_graphs
 from olla_onnx.errors import GraphError, OllaInputError
-from olla_onnx.frontends.networkx import graph_from_node_link, graph_to_node_link, load_node_link, write_node_link
-from olla_onnx.memory import simulate
+from olla_onnx.formats.nodelink import graph_from_node_link, graph_to_node_link, load_node_link, write_node_link
+from olla_onnx.ir.memory import simulate
 
 
 def chain_data(**extra):

@@ -16,16 +16,10 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from olla_onnx.errors import GraphError, OllaInputError
-from olla_onnx.frontends import LoadedModel, load_graph
-from olla_onnx.frontends.onnx import (
-    OnnxFileError,
-    UnknownShapeError,
-    UnsupportedTypeError,
-    graph_from_model,
-    load_onnx,
-    tensor_bytes,
-)
-from olla_onnx.graph import TensorKind
+from olla_onnx.formats import LoadedModel, load_graph
+from olla_onnx.formats.onnx.read import OnnxFileError, graph_from_model, load_onnx
+from olla_onnx.formats.onnx.shapes import UnknownShapeError, UnsupportedTypeError, tensor_bytes
+from olla_onnx.ir.graph import TensorKind
 
 sys.path.insert(0, str(Path(__file__).parent))
 import onnx_models as M  # noqa: E402

@@ -1,7 +1,7 @@
 """onnxruntime's default order, emulated, against the order its profiler shows it really ran.
 
 Sessions use ORT_DISABLE_ALL so the graph onnxruntime runs is the file's
-graph (see olla_onnx.schedule.ort_default for what the default session does).
+graph (see olla_onnx.ort_facts.default_order for what the default session does).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from olla_onnx.frontends.onnx import graph_from_model
-from olla_onnx.graph import is_topological
+from olla_onnx.formats.onnx.read import graph_from_model
+from olla_onnx.ir.graph import is_topological
 from olla_onnx.runtime.profile import profiled_node_names, profiled_order
-from olla_onnx.schedule.ort_default import file_order, ort_default_order, ort_priority_order
+from olla_onnx.ort_facts.default_order import file_order, ort_default_order, ort_priority_order
 
 sys.path.insert(0, str(Path(__file__).parent))
 import onnx_models as M  # noqa: E402

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from olla_onnx.errors import OllaInputError
-from olla_onnx.graph import Graph, Node, Tensor, TensorKind
-from olla_onnx.memory import lifetimes
+from olla_onnx.ir.graph import Graph, Node, Tensor, TensorKind
+from olla_onnx.ir.memory import lifetimes
 from olla_onnx.place import (
     Buffers,
     best_fit,
@@ -265,7 +265,7 @@ def test_buffers_from_lifetimes_of_an_order():
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     code = (
-        "import sys; from olla_onnx.commands import place; from olla_onnx.cli import app; "
+        "import sys; from olla_onnx.cli import place; from olla_onnx.cli import app; "
         "sys.argv = ['olla-onnx'] + sys.argv[1:]; app()"
     )
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=REPO)

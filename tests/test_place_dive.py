@@ -1,4 +1,4 @@
-"""Dives at the goal (olla_onnx.place.api._goal_dives), the search's first node limit, the dust share."""
+"""Dives at the goal (olla_onnx.place.strategy._goal_dives), the search's first node limit, the dust share."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from olla_onnx.frontends import load_graph
-from olla_onnx.memory import lifetimes
+from olla_onnx.formats import load_graph
+from olla_onnx.ir.memory import lifetimes
 from olla_onnx.place import Buffers, best_greedy, buffers_from_lifetimes, check_placement, max_load, place, search_placement
-from olla_onnx.place.api import _dust_share, _goal_dives
+from olla_onnx.place.strategy import _dust_share, _goal_dives
 from olla_onnx.place.problem import aligned_sizes
 from test_place import brute_force_min_arena, traces
 

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 
 from dags import random_graphs
 from olla_onnx.errors import PlanError
-from olla_onnx.memory import lifetimes
+from olla_onnx.ir.memory import lifetimes
 from olla_onnx.plan import PlannedBuffer, check_buffers, load_plan, make_plan, save_plan
 
 
@@ -46,7 +46,7 @@ def test_outside_arena_and_alignment():
 
 
 def _plan_file(tmp_path):
-    from olla_onnx.graph import Graph, Node, Tensor
+    from olla_onnx.ir.graph import Graph, Node, Tensor
 
     g = Graph.build([Node("a", "X", (), ("t",)), Node("b", "X", ("t",), ("u",))], [Tensor("t", 8), Tensor("u", 8)], ["u"])
     plan = make_plan(g, [0, 1], {"t": 0, "u": 64}, alignment=64)
@@ -56,7 +56,7 @@ def _plan_file(tmp_path):
 
 
 def test_plan_for_another_model(tmp_path):
-    from olla_onnx.graph import Graph, Node, Tensor
+    from olla_onnx.ir.graph import Graph, Node, Tensor
 
     _, p = _plan_file(tmp_path)
     other = Graph.build([Node("a", "X", (), ("t",))], [Tensor("t", 8)], ["t"])

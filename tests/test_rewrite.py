@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 from onnx import helper, numpy_helper
 
 from olla_onnx.errors import InvalidOrderError, OllaInputError
-from olla_onnx.frontends import load_graph
-from olla_onnx.frontends.onnx import graph_from_model
-from olla_onnx.rewrite import reordered_model, write_reordered_onnx
+from olla_onnx.formats import load_graph
+from olla_onnx.formats.onnx.read import graph_from_model
+from olla_onnx.formats.onnx.write import reordered_model, write_reordered_onnx
 from olla_onnx.runtime.profile import profiled_order, random_feeds
-from olla_onnx.schedule.ort_default import ort_default_order, written_order_as_run
+from olla_onnx.ort_facts.default_order import ort_default_order, written_order_as_run
 
 sys.path.insert(0, str(Path(__file__).parent))
 import dags  # noqa: E402

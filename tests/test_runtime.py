@@ -22,7 +22,7 @@ from olla_onnx.runtime.allocator import (
     plan_trace,
     round_up,
 )
-from olla_onnx.runtime.examples import feedback_pairs, mlp_parameters, mlp_training_model
+from mlp_example import feedback_pairs, mlp_parameters, mlp_training_model
 
 WIDTHS = (64, 128, 96, 32)
 
@@ -184,7 +184,7 @@ def test_arena_replays_and_counts_deviations():
 
 
 def test_planned_session_matches_default_and_is_served_from_the_plan(mlp_path):
-    from olla_onnx.runtime.measure import run_model
+    from olla_onnx.run import run_model
 
     r = run_model(mlp_path)
     assert r.planned_equals_unplanned
@@ -200,7 +200,7 @@ def test_planned_session_matches_default_and_is_served_from_the_plan(mlp_path):
 
 def test_default_peak_is_what_the_recording_allocator_saw(mlp_path):
     """Independent check of the measuring device: the peak of live bytes from the raw trace."""
-    from olla_onnx.runtime.measure import random_inputs
+    from olla_onnx.run import random_inputs
     from olla_onnx.runtime.session import new_allocators, open_session
 
     model = onnx.load(mlp_path)
@@ -226,7 +226,7 @@ def test_hundred_training_steps_flat_memory_same_results(inplace):
     """100 steps; with ``inplace`` the planned session writes the updated weights into its bound input
     buffers (IO binding) and nothing is copied back. The caller's arrays are never modified."""
     from olla_onnx.runtime.loop import train_loop
-    from olla_onnx.runtime.measure import open_planned, random_inputs
+    from olla_onnx.run import open_planned, random_inputs
     from olla_onnx.runtime.session import new_allocators, open_session
 
     model = mlp_training_model(batch=16, widths=WIDTHS, lr=0.05)
@@ -266,8 +266,8 @@ def test_hundred_training_steps_flat_memory_same_results(inplace):
 
 @pytest.fixture(scope="module")
 def plan_file(mlp_path, tmp_path_factory):
-    from olla_onnx.frontends.onnx import load_onnx
-    from olla_onnx.memory import lifetimes
+    from olla_onnx.formats.onnx.read import load_onnx
+    from olla_onnx.ir.memory import lifetimes
     from olla_onnx.plan import make_plan, save_plan
 
     graph, _ = load_onnx(mlp_path)
@@ -284,7 +284,7 @@ def plan_file(mlp_path, tmp_path_factory):
 
 
 def _forbid_sessions(monkeypatch):
-    import olla_onnx.runtime.measure as measure
+    import olla_onnx.run as measure
 
     def boom(*a, **k):
         raise AssertionError("a session was opened")
@@ -294,7 +294,7 @@ def _forbid_sessions(monkeypatch):
 
 
 def test_good_plan_is_used(mlp_path, plan_file):
-    from olla_onnx.runtime.measure import run_model
+    from olla_onnx.run import run_model
 
     r = run_model(mlp_path, plan_file)
     assert r.order_source == "plan" and r.fallbacks == 0 and r.planned_equals_unplanned
@@ -303,7 +303,7 @@ def test_good_plan_is_used(mlp_path, plan_file):
 
 @pytest.mark.parametrize("defect", ["other_model", "truncated", "overlap"])
 def test_bad_plans_are_refused_before_anything_runs(defect, mlp_path, plan_file, tmp_path, monkeypatch):
-    from olla_onnx.runtime.measure import run_model
+    from olla_onnx.run import run_model
 
     raw = json.loads(plan_file.read_text())
     bad = tmp_path / "bad.json"
@@ -324,7 +324,7 @@ def test_bad_plans_are_refused_before_anything_runs(defect, mlp_path, plan_file,
 
 
 def test_unknown_dimension_and_provider_are_user_errors(tmp_path):
-    from olla_onnx.runtime.measure import run_model
+    from olla_onnx.run import run_model
 
     m = mlp_training_model(batch=4, widths=(8, 4))
     m.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
@@ -339,8 +339,8 @@ def test_unknown_dimension_and_provider_are_user_errors(tmp_path):
 def test_run_command_writes_the_report(mlp_path, tmp_path):
     from typer.testing import CliRunner
 
-    import olla_onnx.commands.run  # noqa: F401  (registers the command)
-    from olla_onnx.commands.app import app
+    import olla_onnx.cli.run  # noqa: F401  (registers the command)
+    from olla_onnx.cli.common import app
 
     out = tmp_path / "r.json"
     res = CliRunner().invoke(app, ["run", str(mlp_path), "--report-json", str(out)])
@@ -356,7 +356,7 @@ def test_run_command_writes_the_report(mlp_path, tmp_path):
     "CUDAExecutionProvider" not in ort.get_available_providers(), reason="needs onnxruntime-gpu and a CUDA device"
 )
 def test_cuda_planned_session(mlp_path):
-    from olla_onnx.runtime.measure import run_model
+    from olla_onnx.run import run_model
 
     r = run_model(mlp_path, provider="cuda")
     assert r.provider == "cuda" and r.planned_equals_unplanned and r.fallbacks == 0

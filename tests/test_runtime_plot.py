@@ -6,12 +6,12 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-import olla_onnx.commands.optimize  # noqa: F401  (registers the commands)
-import olla_onnx.commands.plot  # noqa: F401
-from olla_onnx.commands.app import app
-from olla_onnx.frontends import load_graph
-from olla_onnx.memory import simulate
-from olla_onnx.pipeline import optimize_model, write_outputs
+import olla_onnx.cli.optimize  # noqa: F401  (registers the commands)
+import olla_onnx.cli.plot  # noqa: F401
+from olla_onnx.cli.common import app
+from olla_onnx.formats import load_graph
+from olla_onnx.ir.memory import simulate
+from olla_onnx.optimize import optimize_model, write_outputs
 from olla_onnx.plot import memory_curves, plan_graph
 
 ROOT = Path(__file__).resolve().parents[1]

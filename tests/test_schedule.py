@@ -8,16 +8,16 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from dags import all_topological_orders, random_graphs, random_topological_order
-from olla_onnx.frontends.networkx import graph_from_node_link
-from olla_onnx.graph import is_topological
-from olla_onnx.memory import ancestor_bound, simulate
+from olla_onnx.formats.nodelink import graph_from_node_link
+from olla_onnx.ir.graph import is_topological
+from olla_onnx.ir.memory import ancestor_bound, simulate
 from olla_onnx.schedule import optimize_order
 from olla_onnx.schedule.bounds import _CutNetwork, final_step_bound, min_cut_bound, pair_cut_bound
 from olla_onnx.schedule.decompose import solve_segments
 from olla_onnx.schedule.dp import exact_order, solve_window
 from olla_onnx.schedule.heuristics import RULES, beam_search, list_schedule
 from olla_onnx.schedule.local import _FastLive, cut_restarts, improve_moves, improve_windows
-from olla_onnx.schedule.random_graphs import layered_dag, to_node_link, training_graph
+from olla_onnx.synthetic import layered_dag, to_node_link, training_graph
 from olla_onnx.schedule.reduce import reduce_graph, windows
 
 
@@ -257,7 +257,7 @@ def test_optimize_order_medium_graph_never_worse_than_stock():
 @st.composite
 def graphs_with_free_sources(draw):
     """Random DAGs where many nodes read only resident tensors (transposes of weights, scaled state)."""
-    from olla_onnx.graph import Graph, Node, Tensor, TensorKind
+    from olla_onnx.ir.graph import Graph, Node, Tensor, TensorKind
 
     n = draw(st.integers(2, 8))
     tensors = [Tensor("w", draw(st.integers(0, 30)), TensorKind.PARAMETER)]
@@ -416,7 +416,7 @@ def _problem_orders(p):
 
 def _chain_graph(spec, outputs):
     """A graph from ``[(name, inputs, size)]`` (one output tensor per node, named after it)."""
-    from olla_onnx.graph import Graph, Node, Tensor
+    from olla_onnx.ir.graph import Graph, Node, Tensor
 
     nodes = [Node(name, "op", tuple(ins), (name,)) for name, ins, _ in spec]
     tensors = [Tensor(name, size) for name, _, size in spec]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, helper
 
-from olla_onnx.frontends.onnx import graph_from_model
-from olla_onnx.memory import simulate
+from olla_onnx.formats.onnx.read import graph_from_model
+from olla_onnx.ir.memory import simulate
 
 N, C, HW = 4, 8, 32  # the unread MaxPool values: 4*8*32*32*4 = 128 KiB
 
@@ -45,9 +45,9 @@ def test_onnxruntime_holds_an_unread_value_as_the_model_predicts(tmp_path):
     """
     import onnx as _onnx
 
-    from olla_onnx.frontends import load_graph
-    from olla_onnx.pipeline import optimize_model, write_outputs
-    from olla_onnx.runtime.measure import measure_planned, random_inputs
+    from olla_onnx.formats import load_graph
+    from olla_onnx.optimize import optimize_model, write_outputs
+    from olla_onnx.run import measure_planned, random_inputs
 
     src = tmp_path / "unread.onnx"
     onnx.save(_model(), src)

@@ -1,7 +1,7 @@
 """onnxruntime's views (Reshape, Flatten, Squeeze, Unsqueeze, Identity): the output lives in the input's buffer.
 
 The frontend gives a view output 0 bytes and makes every reader of a view read the view's root too, so the
-root's buffer lives until the last reader of any view of it (:func:`olla_onnx.frontends.onnx.alias_views`).
+root's buffer lives until the last reader of any view of it (:func:`olla_onnx.formats.onnx.read.alias_views`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from olla_onnx.frontends.onnx import graph_from_model
-from olla_onnx.memory import simulate
+from olla_onnx.formats.onnx.read import graph_from_model
+from olla_onnx.ir.memory import simulate
 
 from dags import random_graphs, random_topological_order
 
@@ -98,7 +98,7 @@ def test_onnxruntime_holds_what_the_model_with_views_predicts():
     """The planned session (onnxruntime's reuse off): measured peak plus inputs equals the simulated
     peak with views modelled, and is a whole attention matrix below the peak without them."""
     pytest.importorskip("onnxruntime")
-    from olla_onnx.runtime.measure import measure_planned, random_inputs
+    from olla_onnx.run import measure_planned, random_inputs
 
     model = _attention_like()
     feeds = random_inputs(model, None, 0)
@@ -149,8 +149,8 @@ def test_simulator_on_aliased_graphs_equals_the_buffer_model(graph, data):
     equals the buffer model above in a random topological order (sizes are random, so a view may be smaller
     or larger than its root here; in onnxruntime it is the same size), and every dependency it adds to the
     graph was already implied."""
-    from olla_onnx.frontends.onnx import alias_views
-    from olla_onnx.graph import Graph, Node
+    from olla_onnx.passes.views import alias_views
+    from olla_onnx.ir.graph import Graph, Node
 
     ops = [data.draw(st.sampled_from(["Reshape", "Identity", "op"])) if n.inputs and len(n.outputs) == 1 else "op"
            for n in graph.nodes]

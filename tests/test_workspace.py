@@ -7,10 +7,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from olla_onnx.frontends.onnx import graph_from_model
-from olla_onnx.frontends.workspace import default_threads, is_workspace, node_workspace_bytes, workspace_name
-from olla_onnx.graph import TensorKind
-from olla_onnx.memory import simulate
+from olla_onnx.formats.onnx.read import graph_from_model
+from olla_onnx.ort_facts.workspace import default_threads, is_workspace, node_workspace_bytes, workspace_name
+from olla_onnx.ir.graph import TensorKind
+from olla_onnx.ir.memory import simulate
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -103,7 +103,7 @@ def test_default_threads_is_onnxruntimes_default():
 
 
 def test_rule_function_on_hand_computed_values():
-    from olla_onnx.frontends.workspace import Value
+    from olla_onnx.ort_facts.workspace import Value
 
     x, w, y = Value((2, 4, 8, 8), F, 2048), Value((8, 4, 3, 3), F, 1152), Value((2, 8, 8, 8), F, 4096)
     pads = {"pads": [1, 1, 1, 1]}
@@ -154,7 +154,7 @@ def test_workspace_is_a_pseudo_output_live_only_while_its_node_runs():
 def test_onnxruntime_holds_what_the_model_predicts(tmp_path):
     """The planned session (onnxruntime's reuse off, served from the arena): measured peak plus
     inputs is the simulated peak within 2% with the workspace modelled, and far off without it."""
-    from olla_onnx.runtime.measure import measure_planned
+    from olla_onnx.run import measure_planned
 
     model = _conv_net()
     feeds = _feeds(model)
@@ -170,8 +170,8 @@ def test_onnxruntime_holds_what_the_model_predicts(tmp_path):
 
 def test_workspace_never_reaches_the_written_model_and_the_plan_round_trips(tmp_path):
     from olla_onnx.errors import PlanError
-    from olla_onnx.frontends import load_graph
-    from olla_onnx.pipeline import optimize_model, write_outputs
+    from olla_onnx.formats import load_graph
+    from olla_onnx.optimize import optimize_model, write_outputs
     from olla_onnx.plan import load_plan
 
     src = tmp_path / "convnet.onnx"

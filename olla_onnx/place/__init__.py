@@ -1,13 +1,14 @@
 """Arena placement: give every buffer an offset so that buffers alive together never overlap.
 
 ``place(buffers, capacity=None, alignment=1, time_limit=60.0)`` is the entry
-point; see :mod:`olla_onnx.place.api`. Pieces: :mod:`.problem` (buffers, trace
+point; see :mod:`olla_onnx.place.strategy`. Pieces: :mod:`.problem` (buffers, trace
 CSV, max-load bound, checker), :mod:`.greedy` (best-fit heuristics),
 :mod:`.search` (exact branch and bound), :mod:`.ilp` (CVXPY + SCIP model for
 small instances).
 """
 
-from olla_onnx.place.api import DEFAULT_ALIGNMENT, Placement, independent_windows, place
+from olla_onnx.ort_facts import DEFAULT_ALIGNMENT
+from olla_onnx.place.strategy import Placement, independent_windows, place
 from olla_onnx.place.greedy import best_fit, best_greedy
 from olla_onnx.place.problem import (
     Buffers,

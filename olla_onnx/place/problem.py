@@ -227,7 +227,7 @@ def write_trace(path: str | Path, buffers: Buffers, offsets: np.ndarray | None =
 
 
 def buffers_from_lifetimes(lt) -> Buffers:
-    """Buffers of a :class:`olla_onnx.memory.Lifetimes`: tensor ``names[i]`` on ``[start, end + 1)``.
+    """Buffers of a :class:`olla_onnx.ir.memory.Lifetimes`: tensor ``names[i]`` on ``[start, end + 1)``.
 
     Resident tensors are not in ``Lifetimes`` (they live outside the arena).
     """

@@ -1,6 +1,6 @@
 """Measure the scratch onnxruntime's CPU kernels request: each node run alone, through the recording allocator.
 
-The check behind :mod:`olla_onnx.frontends.workspace`: a node is cut out of
+The check behind :mod:`olla_onnx.ort_facts.workspace`: a node is cut out of
 its model into a model of its own (its inputs fed with the values they have
 when the whole model runs, constants kept as initializers), run in a session
 set up like the planned one (file order, memory pattern and onnxruntime's own

@@ -19,7 +19,7 @@ the ``SessionOptions`` and the callbacks alive as long as the session, and
 :meth:`Session.close` frees the session (do so before the interpreter exits:
 callbacks during interpreter teardown may find Python half gone).
 
-A session with in-place pairs (a plan's :mod:`olla_onnx.inplace` pairs) runs
+A session with in-place pairs (a plan's :mod:`olla_onnx.passes.inplace` pairs) runs
 through onnxruntime's IO binding (:class:`InplaceBinding`): its inputs live in
 buffers of its own, and each paired output is bound to its input's buffer, so
 onnxruntime writes the update over the old value and allocates nothing for it.
@@ -247,7 +247,7 @@ class InplaceBinding:
     (``bind_output`` with the buffer's address): onnxruntime writes it there and
     allocates nothing for it, and the next :meth:`run` reads the new value.
     Other outputs are allocated by the session's allocator as in a plain run.
-    Safe only for pairs the plan checked (:mod:`olla_onnx.inplace`): every other
+    Safe only for pairs the plan checked (:mod:`olla_onnx.passes.inplace`): every other
     reader of the input runs before the update. After each run the binding
     checks that onnxruntime returned every paired output at its input's address.
 

@@ -20,8 +20,8 @@ from typing import Callable
 
 import numpy as np
 
-from olla_onnx.graph import Graph
-from olla_onnx.memory import ancestor_bound, simulate
+from olla_onnx.ir.graph import Graph
+from olla_onnx.ir.memory import ancestor_bound, simulate
 
 Progress = Callable[[str, float], None]
 
@@ -78,7 +78,7 @@ def optimize_order(
     re-solving; finally moves, exact windows and restarts from min-cut splits
     at the peak until the time is up. Stops as soon as the best
     order meets a bound. The returned order has been checked by
-    :func:`olla_onnx.memory.simulate`; its peak never exceeds the input order's.
+    :func:`olla_onnx.ir.memory.simulate`; its peak never exceeds the input order's.
     """
     from olla_onnx.schedule.bounds import final_step_bound, min_cut_bound, pair_cut_bound
     from olla_onnx.schedule.decompose import solve_segments
@@ -118,7 +118,7 @@ def optimize_order(
             best, best_peak, method = list(order), p, name
 
     try:
-        from olla_onnx.schedule.ort_default import ort_default_order
+        from olla_onnx.ort_facts.default_order import ort_default_order
     except ImportError:
         ort_default_order = None
     if ort_default_order is not None:
@@ -171,7 +171,7 @@ def optimize_order(
     def chains(frac: float, rounds: int = 3) -> None:
         # the nested down-set program (CVXPY + SCIP) over the nodes at the peak: a bound, and an order
         nonlocal lb, lb_method
-        from olla_onnx.graph import reachability
+        from olla_onnx.ir.graph import reachability
         from olla_onnx.schedule.chain import chain_step
         from olla_onnx.schedule.reduce import topo_order
 

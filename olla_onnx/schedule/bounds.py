@@ -17,7 +17,7 @@ every dependency keeps ``S`` a down-set; ``source -> v`` and ``succ(v) -> sink``
 capacity ``size(t)`` and infinite arcs ``h -> c`` for ``c`` in ``C``: a finite
 cut pays ``size(t)`` exactly when ``p`` is in ``S`` and some consumer is not; a
 graph output pays through ``p -> h`` with ``h -> sink`` infinite. ``v``'s own tensors are added as a
-constant instead. The ancestor/descendant bound of :mod:`olla_onnx.memory`
+constant instead. The ancestor/descendant bound of :mod:`olla_onnx.ir.memory`
 counts only the tensors cut for *every* such ``S``, so this bound dominates it
 node by node.
 
@@ -40,7 +40,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import breadth_first_order, maximum_flow
 
-from olla_onnx.graph import reachability
+from olla_onnx.ir.graph import reachability
 from olla_onnx.schedule.reduce import Problem
 
 _I32 = 2**31 - 1

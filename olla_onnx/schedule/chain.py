@@ -30,7 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
-from olla_onnx.graph import reachability, set_bits
+from olla_onnx.ir.graph import reachability, set_bits
 from olla_onnx.schedule.reduce import Problem, topo_order
 
 

@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from olla_onnx.graph import set_bits
+from olla_onnx.ir.graph import set_bits
 from olla_onnx.schedule.dp import WindowResult, _build_window, _pairs
 from olla_onnx.schedule.reduce import Problem
 

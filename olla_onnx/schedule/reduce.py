@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from olla_onnx.graph import Graph, kahn_order, reachability
+from olla_onnx.ir.graph import Graph, kahn_order, reachability
 
 
 @dataclass(frozen=True, eq=False)

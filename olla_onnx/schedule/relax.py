@@ -45,7 +45,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from olla_onnx.graph import reachability, set_bits
+from olla_onnx.ir.graph import reachability, set_bits
 from olla_onnx.schedule.reduce import Problem, topo_order
 
 

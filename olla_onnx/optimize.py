@@ -3,7 +3,7 @@
 ``optimize_model`` never writes files and never prints; :func:`write_outputs`
 writes the reordered model and the plan, refusing to overwrite the input.
 
-In-place updates (:mod:`olla_onnx.inplace`, on by default): the order search,
+In-place updates (:mod:`olla_onnx.passes.inplace`, on by default): the order search,
 the bound and the placement run on the graph in which each safe updated
 parameter/state output lives in its input's buffer (and the input's other
 readers run before the update). The plan records the pairs; ``olla-onnx run``
@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from olla_onnx.errors import OllaInputError
-from olla_onnx.frontends import LoadedModel
-from olla_onnx.graph import Graph, Tensor, check_order
-from olla_onnx.inplace import InplacePair, InplaceSearch, Refusal, apply_inplace, find_inplace_pairs, is_order_token, respected_pairs
-from olla_onnx.memory import Lifetimes, lower_bound as memory_lower_bound, simulate
+from olla_onnx.files import refuse_input_path
+from olla_onnx.formats import LoadedModel
+from olla_onnx.ir.graph import Graph, Tensor, check_order
+from olla_onnx.passes.inplace import InplacePair, InplaceSearch, Refusal, apply_inplace, find_inplace_pairs, is_order_token, respected_pairs
+from olla_onnx.ir.memory import Lifetimes, lower_bound as memory_lower_bound, simulate
 from olla_onnx.plan import Plan, make_plan, save_plan
 
 Progress = Callable[[str, float], None]
@@ -120,7 +121,7 @@ def optimize_model(
     """Find a low-peak order and a fragmentation-free arena plan for ``loaded``.
 
     With ``inplace`` (the default), safe in-place updates are found
-    (:func:`olla_onnx.inplace.find_inplace_pairs`; ``inplace_pairs`` adds
+    (:func:`olla_onnx.passes.inplace.find_inplace_pairs`; ``inplace_pairs`` adds
     explicit ``(input, output)`` pairs, an unsafe one being an
     :class:`OllaInputError`) and the search runs on the graph with them applied.
 
@@ -137,7 +138,6 @@ def optimize_model(
     """
     from olla_onnx.place import buffers_from_lifetimes, place
     from olla_onnx.schedule import optimize_order
-    from olla_onnx.schedule.ort_default import ort_default_order, written_order_as_run
 
     if inplace_pairs and not inplace:
         raise OllaInputError("explicit in-place pairs were given with in-place updates turned off")
@@ -148,14 +148,10 @@ def optimize_model(
     found = find_pairs(loaded, inplace_pairs) if inplace else InplaceSearch((), ())
     work = apply_inplace(graph, found.pairs)
     note("simulating the stock orders", 0.0)
-    input_order = graph.topological_order()
+    stock = loaded.stock_orders()
+    input_order = stock["input_order"]
     peak_input = simulate(graph, input_order).peak
-    peak_ort = None
-    stock = {"input_order": input_order}
-    if loaded.format == "onnx":
-        ort = ort_default_order(graph)
-        peak_ort = simulate(graph, ort).peak
-        stock["ort_default"] = ort
+    peak_ort = simulate(graph, stock["ort_default"]).peak if "ort_default" in stock else None
 
     sched = optimize_order(work, time_limit=time_limit, progress=progress)
     graphs = {found.pairs: work}
@@ -173,11 +169,12 @@ def optimize_model(
         if sim.peak < best.peak:
             order, used, best = o, keep, sim
     chosen = aliased(used)
-    if loaded.format == "onnx":
-        # onnxruntime (ORT_DISABLE_ALL + PRIORITY_BASED) runs ready Shape/Size and Constant nodes
-        # early; write the order it will really run, so that the simulator and onnxruntime agree.
-        # (Pairs never have such a producer, and moving a reader earlier keeps it before the update.)
-        order = written_order_as_run(graph, order)
+    # the order the runtime will really run once written (onnxruntime runs ready Shape/Size/Constant nodes
+    # early), so that the simulator and the runtime agree; pairs never have such a producer, and moving a
+    # reader earlier keeps it before the update
+    as_run = loaded.order_as_run(order)
+    if as_run != order:
+        order = as_run
         check_order(chosen, order)
         best = simulate(chosen, order)
     t_order = time.perf_counter() - t0
@@ -225,30 +222,14 @@ def optimize_model(
 
 
 def find_pairs(loaded: LoadedModel, explicit: Sequence[tuple[str, str]] = ()) -> InplaceSearch:
-    """:func:`~olla_onnx.inplace.find_inplace_pairs` with what the model file tells: for ONNX, only
-    graph inputs the caller feeds (not initializers) and equal element type and shape."""
-    feedable, signatures = None, None
-    if loaded.format == "onnx" and loaded.model is not None:
-        feedable, signatures = _onnx_io(loaded.model)
+    """:func:`~olla_onnx.passes.inplace.find_inplace_pairs` with what the model file tells (for ONNX: only
+    graph inputs the caller feeds, not initializers, and equal element type and shape)."""
+    feedable, signatures = loaded.inplace_hints()
     return find_inplace_pairs(loaded.graph, explicit, feedable=feedable, signatures=signatures)
 
 
-def _onnx_io(model: Any) -> tuple[set[str], dict[str, tuple]]:
-    """Names of the graph inputs that are not initializers; (element type, dims) of inputs and outputs
-    whose type the file declares (a symbolic dimension compares by its name)."""
-    inits = {t.name for t in model.graph.initializer}
-    feedable = {vi.name for vi in model.graph.input if vi.name not in inits}
-    signatures: dict[str, tuple] = {}
-    for vi in (*model.graph.input, *model.graph.output):
-        tt = vi.type.tensor_type
-        if vi.type.HasField("tensor_type") and tt.elem_type and tt.HasField("shape"):
-            dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim)
-            signatures[vi.name] = (int(tt.elem_type), dims)
-    return feedable, signatures
-
-
 def _without_tokens(lt: Lifetimes) -> Lifetimes:
-    """``lt`` less the zero-byte order tokens of :mod:`olla_onnx.inplace` (they are not buffers)."""
+    """``lt`` less the zero-byte order tokens of :mod:`olla_onnx.passes.inplace` (they are not buffers)."""
     keep = [i for i, n in enumerate(lt.names) if not is_order_token(n)]
     if len(keep) == len(lt.names):
         return lt
@@ -266,20 +247,9 @@ def _relaxed(graph: Graph, pairs: Sequence[InplacePair]) -> Graph:
 
 
 def write_outputs(loaded: LoadedModel, result: OptimizeResult, out: Path, plan_path: Path | None) -> None:
-    """Write the reordered model (same format as the input) and, if asked, the plan."""
-    out, src = Path(out), Path(loaded.path)
+    """Write the reordered model (same format as the input) and, if asked, the plan; never over the input."""
     for target in (out, plan_path):
-        if target is not None and target.resolve() == src.resolve():
-            raise OllaInputError(f"{target} is the input file; choose another output path (the input is never overwritten)")
-    if loaded.format == "onnx":
-        from olla_onnx.rewrite import write_reordered_onnx
-
-        write_reordered_onnx(loaded.model, list(result.order), out, source=loaded.path)
-    elif loaded.format == "node-link":
-        from olla_onnx.frontends.networkx import write_node_link
-
-        write_node_link(loaded.raw, loaded.graph, list(result.order), out)
-    else:
-        raise OllaInputError(f"cannot write models of format {loaded.format!r}")
+        refuse_input_path(target, loaded.path)
+    loaded.write(result.order, out)
     if plan_path is not None:
         save_plan(result.plan, plan_path)

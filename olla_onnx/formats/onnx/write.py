@@ -20,6 +20,8 @@ import onnx
 from onnx import ModelProto, TensorProto
 
 from olla_onnx.errors import InvalidOrderError, OllaInputError
+from olla_onnx.formats.onnx.read import stored_tensors
+from olla_onnx.files import refuse_input_path, same_file
 
 
 def reordered_model(model: ModelProto, order: Sequence[int]) -> ModelProto:
@@ -41,22 +43,13 @@ def reordered_model(model: ModelProto, order: Sequence[int]) -> ModelProto:
 
 
 def _external_locations(model: ModelProto) -> list[str]:
-    from olla_onnx.frontends.onnx import _all_tensors
-
     locs: dict[str, None] = {}
-    for t in _all_tensors(model.graph):
+    for t in stored_tensors(model.graph):
         if t.data_location == TensorProto.EXTERNAL:
             for e in t.external_data:
                 if e.key == "location":
                     locs[e.value] = None
     return list(locs)
-
-
-def _same_path(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
-    except OSError:
-        return False
 
 
 def write_reordered_onnx(
@@ -76,8 +69,8 @@ def write_reordered_onnx(
     """
     path = Path(path)
     src = Path(source) if source is not None else None
-    if src is not None and _same_path(path, src):
-        raise OllaInputError(f"{path} is the input file; choose another output path (the input is never overwritten)")
+    if src is not None:
+        refuse_input_path(path, src)
     out = reordered_model(model, order)
 
     locations = _external_locations(out)
@@ -88,7 +81,7 @@ def write_reordered_onnx(
             a, b = src.parent / loc, path.parent / loc
             if not a.is_file():
                 raise OllaInputError(f"external data file {loc!r} is missing beside {src}")
-            if _same_path(a, b):
+            if same_file(a, b):
                 continue
             if b.exists() and not filecmp.cmp(a, b, shallow=False):
                 raise OllaInputError(
@@ -102,7 +95,7 @@ def write_reordered_onnx(
         tmp.write_bytes(out.SerializeToString())
         for loc in locations:
             a, b = src.parent / loc, path.parent / loc  # type: ignore[union-attr]
-            if not _same_path(a, b) and not b.exists():
+            if not same_file(a, b) and not b.exists():
                 b.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(a, b)
         try:

@@ -9,6 +9,8 @@ from typing import Any, NoReturn
 import typer
 from rich.console import Console
 
+from olla_onnx.files import same_file
+
 app = typer.Typer(
     name="olla-onnx",
     help="Lower the peak memory of ONNX training graphs: order, place, run.",
@@ -40,13 +42,7 @@ def parse_dims(dims: list[str] | None) -> dict[str, int]:
 
 def refuse_overwrite(inp: Path, out: Path | None, what: str = "-o") -> None:
     """Refuse an output path that is the input file (the input is never overwritten)."""
-    if out is None:
-        return
-    try:
-        same = out.resolve() == inp.resolve() or (out.exists() and out.samefile(inp))
-    except OSError:
-        same = False
-    if same:
+    if out is not None and same_file(out, inp):
         fail(f"{what} {out} is the input file; choose another output path (the input is never overwritten)")
 
 

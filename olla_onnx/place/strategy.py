@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from olla_onnx.errors import OllaInputError
+from olla_onnx.ort_facts import DEFAULT_ALIGNMENT
 from olla_onnx.place.decompose import dust_mask, place_by_windows
 from olla_onnx.place.greedy import best_greedy
 from olla_onnx.place.problem import Buffers, aligned_sizes, check_placement, max_load
@@ -74,7 +75,6 @@ TIME_MARGIN = 0.95
 #: its buffers is dust (see :func:`_dust_share`).
 DUSTY_SHARE = 0.1
 
-DEFAULT_ALIGNMENT = {"cpu": 64, "cuda": 256}
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from olla_onnx.graph import Graph
-from olla_onnx.memory import LowerBound, lower_bound, simulate
+from olla_onnx.ir.graph import Graph
+from olla_onnx.ir.memory import LowerBound, lower_bound, simulate
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from typing import Optional
 
 import typer
 
-from olla_onnx.pipeline import DEFAULT_TIME_LIMIT
-from olla_onnx.commands.app import app, console, fail, parse_dims, refuse_overwrite
+from olla_onnx.optimize import DEFAULT_TIME_LIMIT
+from olla_onnx.cli.common import app, console, fail, parse_dims, refuse_overwrite
 
 
 @app.command()
@@ -21,8 +21,7 @@ def plot(
     size_attr: str = typer.Option("size", "--size-attr", help="Node attribute holding output bytes (node-link JSON)."),
 ) -> None:
     """Draw live memory per step (file order, onnxruntime default, optimized) stacked by kind, and the arena."""
-    from olla_onnx.commands.inspect import stock_orders
-    from olla_onnx.frontends import load_graph
+    from olla_onnx.formats import load_graph
     from olla_onnx.plan import check_plan, load_plan, plan_uses_workspace
     from olla_onnx.plot import plan_graph, plot_memory
 
@@ -37,7 +36,7 @@ def plot(
     if the_plan is not None:
         check_plan(the_plan, graph)
     else:
-        from olla_onnx.pipeline import optimize_model
+        from olla_onnx.optimize import optimize_model
 
         with console.status("optimizing (no --plan given) ..."):
             the_plan = optimize_model(loaded, time_limit=time_limit).plan
@@ -45,7 +44,7 @@ def plot(
         "input order (file)": "input_order",
         "onnxruntime default order": "ort_default",
     }
-    stock = stock_orders(loaded)
+    stock = loaded.stock_orders()
     orders = {label: stock[key] for label, key in named.items() if key in stock}
     label = "optimized order (olla-onnx)"
     if the_plan.inplace:

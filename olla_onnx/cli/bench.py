@@ -9,8 +9,8 @@ from typing import Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from olla_onnx.pipeline import DEFAULT_TIME_LIMIT
-from olla_onnx.commands.app import app, console, fail
+from olla_onnx.optimize import DEFAULT_TIME_LIMIT
+from olla_onnx.cli.common import app, console, fail
 
 
 @app.command()

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from olla_onnx.commands.app import app, console, fail, parse_dims, write_report
+from olla_onnx.cli.common import app, console, fail, parse_dims, write_report
 from olla_onnx.units import human_bytes
 
 
@@ -24,7 +24,7 @@ def run(
 ) -> None:
     """Run MODEL in onnxruntime twice — default options, and nodes in order with every tensor in one planned
     arena — and compare the measured peaks and the outputs."""
-    from olla_onnx.runtime.measure import run_model
+    from olla_onnx.run import run_model
 
     if provider not in ("cpu", "cuda"):
         fail(f"--provider {provider!r}: choose cpu or cuda")

@@ -18,7 +18,7 @@ same session served from the heap (bitwise): the allocator's own check.
 graph optimizations (fusions) may change the rounding of float results.
 
 A plan file is validated against the model (:func:`olla_onnx.plan.load_plan`)
-before anything runs. When the plan has in-place pairs (:mod:`olla_onnx.inplace`),
+before anything runs. When the plan has in-place pairs (:mod:`olla_onnx.passes.inplace`),
 the planned session writes each paired output into its input's buffer
 (IO binding, :class:`~olla_onnx.runtime.session.InplaceBinding`); its outputs
 are then also compared bitwise with one run of the plain planned session
@@ -280,7 +280,7 @@ def load_model_for_run(model_path: Path, plan_path: Path | None, dims: Mapping[s
     """Read the model; with a plan, validate it (a :class:`PlanError` before anything runs) and
     put the nodes in its order. Returns (model proto, graph or None, plan or None, order source).
 
-    The graph is built with the workspace model (:mod:`olla_onnx.frontends.workspace`) on, unless
+    The graph is built with the workspace model (:mod:`olla_onnx.ort_facts.workspace`) on, unless
     the plan was made without it (`optimize --no-workspace`: none of its buffers is a workspace),
     so that the plan is checked against the graph it was made for.
     """
@@ -296,7 +296,7 @@ def load_model_for_run(model_path: Path, plan_path: Path | None, dims: Mapping[s
     plan = load_plan(plan_path) if plan_path is not None else None  # format checks only, before the model
     graph = None
     try:
-        from olla_onnx.frontends.onnx import load_onnx
+        from olla_onnx.formats.onnx.read import load_onnx
 
         graph, _ = load_onnx(model_path, dims, workspace=plan is None or plan_uses_workspace(plan))
     except ImportError:
@@ -312,7 +312,7 @@ def load_model_for_run(model_path: Path, plan_path: Path | None, dims: Mapping[s
     if plan is None:
         return model, graph, None, "file"
     if graph is None:
-        raise OllaInputError("validating a plan needs the ONNX frontend (olla_onnx.frontends.onnx)")
+        raise OllaInputError("validating a plan needs the ONNX frontend (olla_onnx.formats.onnx.read)")
     check_plan(plan, graph)
     order = plan.order_indices(graph)
     nodes = list(model.graph.node)
@@ -374,11 +374,11 @@ def run_model(
     if plan is not None and (pairs or not plan.inplace):
         predicted = plan.arena_bytes + plan.resident_bytes
     elif plan is not None and graph is not None:
-        from olla_onnx.memory import simulate
+        from olla_onnx.ir.memory import simulate
 
         predicted = simulate(graph, plan.order_indices(graph)).peak
     elif graph is not None:
-        from olla_onnx.memory import simulate
+        from olla_onnx.ir.memory import simulate
 
         predicted = simulate(graph, graph.topological_order()).peak
     outside = outside_allocator(model, {n: t.size for n, t in graph.tensors.items()})[0] if graph is not None else 0

@@ -1,4 +1,4 @@
-"""networkx node-link JSON frontend: one tensor per node, edges are data dependencies.
+"""networkx node-link JSON, read and written: one tensor per node, edges are data dependencies.
 
 Each node's output size in bytes is its attribute ``size`` (or the one
 ``size_attr`` names). A node no edge leaves is a graph output and lives to the
@@ -10,11 +10,14 @@ labels the tensor for reports. Both ``edges`` (networkx >= 3.4) and the older
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 from olla_onnx.errors import OllaInputError
-from olla_onnx.graph import Graph, Node, Tensor, TensorKind
+from olla_onnx.files import refuse_input_path
+from olla_onnx.formats import LoadedModel
+from olla_onnx.ir.graph import Graph, Node, Tensor, TensorKind
 
 _KINDS = {k.value for k in TensorKind}
 
@@ -110,3 +113,16 @@ def write_node_link(data: dict[str, Any], graph: Graph, order: Sequence[int], pa
     out = dict(data)
     out["nodes"] = [by_id[graph.nodes[v].name] for v in order]
     Path(path).write_text(json.dumps(out) + "\n")
+
+
+@dataclass(frozen=True)
+class NodeLinkModel(LoadedModel):
+    """A node-link JSON graph read from disk: the IR plus the parsed data (written back with nodes reordered)."""
+
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    format: ClassVar[str] = "node-link"
+
+    def write(self, order: Sequence[int], path: Path | str) -> None:
+        """The same JSON with its ``nodes`` array in ``order``; the input path is refused."""
+        refuse_input_path(path, self.path)
+        write_node_link(self.raw, self.graph, order, Path(path))

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from olla_onnx.graph import Graph, check_order, reachability
+from olla_onnx.ir.graph import Graph, check_order, reachability
 
 
 @dataclass(frozen=True)

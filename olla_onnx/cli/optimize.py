@@ -9,8 +9,8 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from olla_onnx.pipeline import DEFAULT_TIME_LIMIT
-from olla_onnx.commands.app import app, console, fail, parse_dims, refuse_overwrite, write_report
+from olla_onnx.optimize import DEFAULT_TIME_LIMIT
+from olla_onnx.cli.common import app, console, fail, parse_dims, refuse_overwrite, write_report
 from olla_onnx.units import human_bytes
 
 
@@ -33,9 +33,9 @@ def optimize(
     report_json: Optional[Path] = typer.Option(None, "--report-json", help="Write the figures as one JSON object."),
 ) -> None:
     """Find the node order with the lowest peak memory, place every tensor in one arena, write both."""
-    from olla_onnx.frontends import load_graph
-    from olla_onnx.inplace import parse_pair
-    from olla_onnx.pipeline import optimize_model, write_outputs
+    from olla_onnx.formats import load_graph
+    from olla_onnx.passes.inplace import parse_pair
+    from olla_onnx.optimize import optimize_model, write_outputs
 
     if time_limit <= 0:
         fail(f"--time-limit {time_limit}: must be positive")

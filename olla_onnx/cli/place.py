@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from olla_onnx.commands.app import app, console, fail, refuse_overwrite, write_report
+from olla_onnx.cli.common import app, console, fail, refuse_overwrite, write_report
 from olla_onnx.units import human_bytes
 
 

@@ -14,17 +14,17 @@ import sys
 import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
-from olla_onnx.commands.app import app as _app
-from olla_onnx.commands.app import err_console
+from olla_onnx.cli.common import app as _app
+from olla_onnx.cli.common import err_console
 from olla_onnx.errors import OllaInputError
 
 # Importing a command module registers its command on the shared app.
-from olla_onnx.commands import inspect as _inspect  # noqa: F401,E402
-from olla_onnx.commands import optimize as _optimize  # noqa: F401,E402
-from olla_onnx.commands import plot as _plot  # noqa: F401,E402
-from olla_onnx.commands import bench as _bench  # noqa: F401,E402
-from olla_onnx.commands import place as _place  # noqa: F401,E402
-from olla_onnx.commands import run as _run  # noqa: F401,E402
+from olla_onnx.cli import inspect as _inspect  # noqa: F401,E402
+from olla_onnx.cli import optimize as _optimize  # noqa: F401,E402
+from olla_onnx.cli import plot as _plot  # noqa: F401,E402
+from olla_onnx.cli import bench as _bench  # noqa: F401,E402
+from olla_onnx.cli import place as _place  # noqa: F401,E402
+from olla_onnx.cli import run as _run  # noqa: F401,E402
 
 
 def app() -> None:

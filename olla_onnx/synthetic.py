@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from olla_onnx.graph import Graph, Node, Tensor, TensorKind
+from olla_onnx.ir.graph import Graph, Node, Tensor, TensorKind
 
 
 def layered_dag(num_nodes: int, width: int = 6, seed: int = 0, max_fan_in: int = 3, span: int = 2) -> Graph:
@@ -129,7 +129,7 @@ def tensors_size(tensors: list[Tensor], name: str) -> int:
 
 
 def to_node_link(graph: Graph) -> dict[str, Any]:
-    """Node-link JSON data (``olla_onnx.frontends.networkx`` format) of a one-output-per-node graph."""
+    """Node-link JSON data (``olla_onnx.formats.nodelink`` format) of a one-output-per-node graph."""
     nodes = []
     edges = []
     for v, node in enumerate(graph.nodes):

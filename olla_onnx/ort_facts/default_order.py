@@ -36,7 +36,7 @@ Checked against the node events of onnxruntime's profiler in
 
 from __future__ import annotations
 
-from olla_onnx.graph import Graph
+from olla_onnx.ir.graph import Graph
 
 
 def file_order(graph: Graph) -> list[int]:

@@ -8,19 +8,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from olla_onnx.commands.app import app, console, parse_dims, write_report
+from olla_onnx.cli.common import app, console, parse_dims, write_report
 from olla_onnx.units import human_bytes
-
-
-def stock_orders(loaded) -> dict[str, list[int]]:
-    """The file's order, and onnxruntime's default order for ONNX input."""
-    from olla_onnx.schedule.ort_default import ort_default_order
-
-    graph = loaded.graph
-    orders = {"input_order": graph.topological_order()}
-    if loaded.format == "onnx":
-        orders["ort_default"] = ort_default_order(graph)
-    return orders
 
 
 @app.command()
@@ -32,13 +21,13 @@ def inspect(
     report_json: Optional[Path] = typer.Option(None, "--report-json", help="Write the figures as one JSON object."),
 ) -> None:
     """Show node and tensor counts, bytes by kind, peaks under the stock orders and a lower bound."""
-    from olla_onnx.frontends import load_graph
-    from olla_onnx.summary import summarize
+    from olla_onnx.formats import load_graph
+    from olla_onnx.inspect import summarize
 
     with console.status(f"loading {model} ..."):
         loaded = load_graph(model, dims=parse_dims(dim), size_attr=size_attr)
     with console.status("simulating orders and bounding the peak ..."):
-        summary = summarize(loaded.graph, stock_orders(loaded), top=top)
+        summary = summarize(loaded.graph, loaded.stock_orders(), top=top)
 
     t = Table(title=f"{model.name}: {summary.nodes} nodes, {summary.tensors} tensors", show_header=True)
     t.add_column("figure")

@@ -36,7 +36,7 @@ Safety, per pair (input ``I``, output ``O``, ``P`` = producer of ``O``):
     tokens of the pairs accepted so far (so the tokens of all pairs together
     never close a cycle);
 (b) if ``P`` reads ``I`` itself, ``P`` is an element-wise op
-    (:data:`ELEMENTWISE`) and reads no view of ``I``: the kernel then reads
+    (:data:`~olla_onnx.ort_facts.ELEMENTWISE`) and reads no view of ``I``: the kernel then reads
     each element before it writes the same index (``I`` and ``O`` have the
     same size, so ``I`` is not broadcast);
 (c) ``I`` is a resident tensor the caller provides (``feedable``), is not a
@@ -47,7 +47,7 @@ Safety, per pair (input ``I``, output ``O``, ``P`` = producer of ``O``):
     passes ``signatures``); each name is in one pair.
 
 *Views*: onnxruntime may return the input buffer itself as the output of
-Reshape, Flatten, Squeeze, Unsqueeze and Identity (:data:`VIEW_OPS`); their
+Reshape, Flatten, Squeeze, Unsqueeze and Identity (:data:`~olla_onnx.ort_facts.VIEW_OPS`); their
 outputs are treated as ``I`` (transitively).
 
 Cost: O(n + E) to index the graph, plus one forward search from each ``P``
@@ -60,20 +60,8 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 from olla_onnx.errors import GraphError, OllaInputError
-from olla_onnx.graph import Graph, Node, Tensor
-
-#: Ops whose kernels write element ``i`` of the output from element ``i`` of each same-shaped input only.
-ELEMENTWISE = frozenset({
-    "Abs", "Add", "Ceil", "Clip", "Div", "Elu", "Erf", "Exp", "Floor", "LeakyRelu", "Log", "Max", "Mean",
-    "Min", "Mul", "Neg", "Pow", "Reciprocal", "Relu", "Round", "Sigmoid", "Sign", "Sqrt", "Sub", "Sum",
-    "Tanh", "Where",
-})
-
-#: Ops whose output onnxruntime may place in its first input's buffer (an alias, not a copy).
-VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
-
-#: Producers onnxruntime does not run where the file puts them (or runs as a whole subgraph).
-UNSCHEDULED_OPS = frozenset({"Constant", "Shape", "Size", "If", "Loop", "Scan"})
+from olla_onnx.ir.graph import Graph, Node, Tensor
+from olla_onnx.ort_facts import ELEMENTWISE, UNSCHEDULED_OPS, VIEW_OPS
 
 #: Every order token's name starts with this (a model using the prefix itself gets no pairs).
 TOKEN_PREFIX = "olla.order_token:"
@@ -147,7 +135,7 @@ class _Checker:
         self.reserved = any(is_order_token(t) for t in graph.tensors)
 
     def views(self, name: str) -> set[str]:
-        """``name`` and every tensor that may alias it through :data:`VIEW_OPS` (transitively)."""
+        """``name`` and every tensor that may alias it through :data:`~olla_onnx.ort_facts.VIEW_OPS` (transitively)."""
         g = self.graph
         seen, todo = {name}, [name]
         while todo:
@@ -323,6 +311,6 @@ def respected_pairs(graph: Graph, pairs: Sequence[InplacePair], order: Sequence[
 
 
 __all__ = [
-    "ELEMENTWISE", "VIEW_OPS", "InplacePair", "InplaceSearch", "Refusal", "apply_inplace", "candidate_inputs",
+    "InplacePair", "InplaceSearch", "Refusal", "apply_inplace", "candidate_inputs",
     "find_inplace_pairs", "is_order_token", "parse_pair", "respected_pairs",
 ]

@@ -1,1 +1,0 @@
-"""One module per CLI command; each registers itself on :data:`olla_onnx.commands.app.app`."""
