@@ -35,7 +35,8 @@ from olla_onnx.formats import load_graph  # noqa: E402
 from olla_onnx.ir.memory import simulate  # noqa: E402
 from olla_onnx.schedule import optimize_order  # noqa: E402
 from olla_onnx.ort_facts.default_order import ort_default_order  # noqa: E402
-from olla_onnx.synthetic import layered_dag, to_node_link, training_graph  # noqa: E402
+from olla_onnx.formats.nodelink import graph_to_node_link as to_node_link
+from olla_onnx.synthetic import layered_dag, training_graph  # noqa: E402
 
 LAYERED = [(n, w, seed) for n in (100, 200, 500, 1000, 2000) for (w, seed) in ((4, 1), (6, 2), (10, 3))]
 TRAINING = [(12, 1, (4, 256)), (50, 2, (64, 1024)), (200, 3, (64, 1024)), (500, 4, (4, 256))]

@@ -15,17 +15,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from olla_onnx.errors import OllaInputError
 from olla_onnx.files import refuse_input_path
+from olla_onnx.progress import Progress, silent
 from olla_onnx.formats import LoadedModel
 from olla_onnx.ir.graph import Graph, Tensor, check_order
 from olla_onnx.passes.inplace import InplacePair, InplaceSearch, Refusal, apply_inplace, find_inplace_pairs, is_order_token, respected_pairs
 from olla_onnx.ir.memory import Lifetimes, lower_bound as memory_lower_bound, simulate
 from olla_onnx.plan import Plan, make_plan, save_plan
-
-Progress = Callable[[str, float], None]
 
 #: Seconds of order search by default: the median corpus model finishes well inside it.
 DEFAULT_TIME_LIMIT = 6.0
@@ -143,7 +142,7 @@ def optimize_model(
         raise OllaInputError("explicit in-place pairs were given with in-place updates turned off")
     t0 = time.perf_counter()
     graph = loaded.graph
-    note = progress or (lambda msg, frac: None)
+    note = progress or silent
     note("finding in-place updates", 0.0)
     found = find_pairs(loaded, inplace_pairs) if inplace else InplaceSearch((), ())
     work = apply_inplace(graph, found.pairs)

@@ -1,15 +1,13 @@
-"""Random graphs for tests and benchmarks: layered DAGs and training-like graphs.
+"""Generated graphs for benchmarks and tests: random layered DAGs and training-shaped graphs.
 
 Both generators are deterministic given ``seed`` and return a validated :class:`Graph`
 (one output tensor per node unless said otherwise), so they can also be written as
-node-link JSON with :func:`to_node_link`.
+node-link JSON with :func:`olla_onnx.formats.nodelink.graph_to_node_link`.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Any
-
 from olla_onnx.ir.graph import Graph, Node, Tensor, TensorKind
 
 
@@ -126,17 +124,3 @@ def tensors_size(tensors: list[Tensor], name: str) -> int:
         if t.name == name:
             return t.size
     raise KeyError(name)
-
-
-def to_node_link(graph: Graph) -> dict[str, Any]:
-    """Node-link JSON data (``olla_onnx.formats.nodelink`` format) of a one-output-per-node graph."""
-    nodes = []
-    edges = []
-    for v, node in enumerate(graph.nodes):
-        if len(node.outputs) != 1:
-            raise ValueError(f"node {node.name!r} has {len(node.outputs)} outputs; node-link needs exactly one")
-        t = graph.tensors[node.outputs[0]]
-        nodes.append({"id": node.name, "size": t.size, "kind": t.kind.value})
-        for p in graph.preds[v]:
-            edges.append({"source": graph.nodes[p].name, "target": node.name})
-    return {"directed": True, "multigraph": False, "graph": {"name": graph.name}, "nodes": nodes, "edges": edges}

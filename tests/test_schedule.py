@@ -17,7 +17,8 @@ from olla_onnx.schedule.decompose import solve_segments
 from olla_onnx.schedule.dp import exact_order, solve_window
 from olla_onnx.schedule.heuristics import RULES, beam_search, list_schedule
 from olla_onnx.schedule.local import _FastLive, cut_restarts, improve_moves, improve_windows
-from olla_onnx.synthetic import layered_dag, to_node_link, training_graph
+from olla_onnx.formats.nodelink import graph_to_node_link as to_node_link
+from olla_onnx.synthetic import layered_dag, training_graph
 from olla_onnx.schedule.reduce import reduce_graph, windows
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Callable, Iterator, NoReturn
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from olla_onnx.files import same_file
 
@@ -61,3 +63,19 @@ def _main() -> None:
     Typical use: `olla-onnx optimize train.onnx -o opt.onnx --plan plan.json`,
     then `olla-onnx run opt.onnx --plan plan.json` to measure it in onnxruntime.
     """
+
+
+@contextmanager
+def progress_bar(description: str, total: float = 1.0, counts: bool = False) -> Iterator[Callable[[str, float], None]]:
+    """A progress bar on the console; yields ``update(message, completed)`` (``completed`` out of ``total``).
+
+    ``counts`` shows "M/N" (whole steps, e.g. models); otherwise the bar is a fraction and vanishes when done.
+    """
+    columns = [TextColumn("[bold]{task.description}"), BarColumn()] + ([MofNCompleteColumn()] if counts else [])
+    with Progress(*columns, TimeElapsedColumn(), console=console, transient=not counts) as bar:
+        task = bar.add_task(description, total=total)
+
+        def update(message: str, completed: float) -> None:
+            bar.update(task, description=message, completed=max(0.0, min(total, completed)))
+
+        yield update

@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from olla_onnx.optimize import DEFAULT_TIME_LIMIT
-from olla_onnx.cli.common import app, console, fail, parse_dims, refuse_overwrite, write_report
+from olla_onnx.cli.common import app, console, fail, parse_dims, progress_bar, refuse_overwrite, write_report
 from olla_onnx.units import human_bytes
 
 
@@ -51,14 +50,7 @@ def optimize(
     if out.suffix.lower() != model.suffix.lower():
         fail(f"-o {out}: the output has the input's format; use a {model.suffix} file name")
 
-    with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), TimeElapsedColumn(), console=console, transient=True
-    ) as bar:
-        task = bar.add_task("ordering", total=1.0)
-
-        def progress(message: str, fraction: float) -> None:
-            bar.update(task, description=message, completed=max(0.0, min(1.0, fraction)))
-
+    with progress_bar("ordering") as progress:
         result = optimize_model(
             loaded, time_limit=time_limit, alignment=alignment, progress=progress, inplace=not no_inplace, inplace_pairs=explicit
         )

@@ -93,18 +93,16 @@ def load_node_link(path: Path, size_attr: str = "size") -> tuple[Graph, dict[str
 
 
 def graph_to_node_link(graph: Graph) -> dict[str, Any]:
-    """Node-link data for a graph whose nodes each produce one tensor (e.g. generated DAGs)."""
+    """Node-link data for a graph whose nodes each produce one tensor (e.g. generated DAGs). O(n + E)."""
     nodes = []
     edges = []
-    for node in graph.nodes:
+    for v, node in enumerate(graph.nodes):
         if len(node.outputs) != 1:
             raise OllaInputError(f"node {node.name!r} has {len(node.outputs)} outputs; node-link graphs need one per node")
         t = graph.tensors[node.outputs[0]]
         nodes.append({"id": node.name, "size": t.size, "kind": t.kind.value})
-    for v, node in enumerate(graph.nodes):
-        for p in graph.preds[v]:
-            edges.append({"source": graph.nodes[p].name, "target": node.name})
-    return {"directed": True, "multigraph": False, "graph": {}, "nodes": nodes, "edges": edges}
+        edges.extend({"source": graph.nodes[p].name, "target": node.name} for p in graph.preds[v])
+    return {"directed": True, "multigraph": False, "graph": {"name": graph.name}, "nodes": nodes, "edges": edges}
 
 
 def write_node_link(data: dict[str, Any], graph: Graph, order: Sequence[int], path: Path) -> None:
