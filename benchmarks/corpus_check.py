@@ -30,14 +30,11 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run from a checkout without installing
-    sys.path.insert(0, str(ROOT))
-MODELS = ROOT / "models"
-RESULTS = ROOT / "benchmarks" / "results" / "corpus_check.json"
-RESULTS_F64 = ROOT / "benchmarks" / "results" / "corpus_check_float64.json"
+from common import MODELS, RESULTS, ROOT
+
+CHECKS = RESULTS / "corpus_check.json"
+CHECKS_F64 = RESULTS / "corpus_check_float64.json"
 
 
 def _trim() -> None:
@@ -112,9 +109,10 @@ def main() -> int:
     if args.one:
         print("RESULT " + json.dumps(check_one(args.one, args.float64)), flush=True)
         return 0
-    paths = [RESULTS] + ([RESULTS_F64] if args.float64 else [])
+    paths = [CHECKS] + ([CHECKS_F64] if args.float64 else [])
 
-    from olla_onnx.export.build import environment, load_manifest, save_manifest
+    from olla_onnx.export.build import environment
+    from olla_onnx.export.manifest import load_manifest, save_manifest
 
     manifest = load_manifest(MODELS)
     files = args.only or [f for f, r in manifest["models"].items() if r["variant"] == "full"]

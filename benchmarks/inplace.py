@@ -19,23 +19,18 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import onnxruntime as ort
+from common import MODELS, RESULTS, ROOT, command, machine, write_results
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from olla_onnx.formats import load_graph
+from olla_onnx.optimize import DEFAULT_TIME_LIMIT, optimize_model, write_outputs
+from olla_onnx.run import run_model
+from olla_onnx.units import MiB, mib
 
-from olla_onnx.formats import load_graph  # noqa: E402
-from olla_onnx.optimize import DEFAULT_TIME_LIMIT, optimize_model, write_outputs  # noqa: E402
-from olla_onnx.run import run_model  # noqa: E402
-
-MiB = 2**20
 
 
 def saving(base: int, peak: int, resident: int) -> float:
@@ -87,8 +82,8 @@ def measure(path: Path, time_limit: float, run_limit: int) -> dict:
     return row
 
 
-def mib(b) -> str:
-    return "" if b is None else f"{b / MiB:,.3f}"
+def cell(b) -> str:
+    return "" if b is None else mib(b, ",.3f")
 
 
 def table(rows: list[dict]) -> list[str]:
@@ -99,10 +94,10 @@ def table(rows: list[dict]) -> list[str]:
     ]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['nodes']:,} | {mib(r['resident_bytes'])} | {mib(r['inplace_bytes'])} ({r['inplace_pairs']}) "
-            f"| {mib(r['peak_ort_default'])} | {mib(r['peak_order_only'])} | {mib(r['peak_inplace'])} "
-            f"| {mib(r['lower_bound_inplace'])} | {'yes' if r['optimal_inplace'] else 'no'} "
-            f"| {mib(r['peak_inplace_order_without_inplace'])} | {r['saving_order_only']:.1%} | {r['saving_inplace']:.1%} |"
+            f"| {r['model']} | {r['nodes']:,} | {cell(r['resident_bytes'])} | {cell(r['inplace_bytes'])} ({r['inplace_pairs']}) "
+            f"| {cell(r['peak_ort_default'])} | {cell(r['peak_order_only'])} | {cell(r['peak_inplace'])} "
+            f"| {cell(r['lower_bound_inplace'])} | {'yes' if r['optimal_inplace'] else 'no'} "
+            f"| {cell(r['peak_inplace_order_without_inplace'])} | {r['saving_order_only']:.1%} | {r['saving_inplace']:.1%} |"
         )
     lines += [
         "",
@@ -125,37 +120,36 @@ def table(rows: list[dict]) -> list[str]:
         same = "" if b["inplace_equals_plain"] is None else ("yes (bitwise)" if b["inplace_equals_plain"] else f"NO ({b['inplace_max_abs_diff']:.3g})")
         err = "" if b["prediction_error"] is None else f"{b['prediction_error'] * 100:+.2f}%"
         lines.append(
-            f"| {r['model']} | {mib(b['peak_ort_default_bytes'])} | {mib(a['peak_planned_bytes'])} | {mib(b['peak_planned_bytes'])} "
-            f"| {b['peak_planned_bytes'] / b['peak_ort_default_bytes']:.3f} | {mib(b['predicted_peak_bytes'])} | {err} "
+            f"| {r['model']} | {cell(b['peak_ort_default_bytes'])} | {cell(a['peak_planned_bytes'])} | {cell(b['peak_planned_bytes'])} "
+            f"| {b['peak_planned_bytes'] / b['peak_ort_default_bytes']:.3f} | {cell(b['predicted_peak_bytes'])} | {err} "
             f"| {a['fallbacks']} / {b['fallbacks']} | {same} | {eq} |"
         )
     return lines
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("models", nargs="*", type=Path)
     ap.add_argument("--time-limit", type=float, default=DEFAULT_TIME_LIMIT)
     ap.add_argument("--run-limit-mib", type=int, default=2048)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "inplace.md")
+    ap.add_argument("--out", type=Path, default=RESULTS / "inplace.md")
     args = ap.parse_args()
-    paths = args.models or sorted((ROOT / "models").glob("*.onnx"))
+    paths = args.models or sorted(MODELS.glob("*.onnx"))
     t0 = time.time()
     rows = []
     for p in paths:
         print(f"{p.stem} ...", file=sys.stderr, flush=True)
         rows.append(measure(p, args.time_limit, args.run_limit_mib * MiB))
-    given = " ".join(str(p.relative_to(ROOT) if p.is_absolute() else p) for p in args.models)
+    given = [str(p.relative_to(ROOT) if p.is_absolute() else p) for p in args.models]
+    run = command("inplace.py", ["--time-limit", f"{args.time_limit:g}", "--run-limit-mib", str(args.run_limit_mib), *given])
     lines = [
         "# In-place optimizer updates: predicted and measured peaks",
         "",
-        f"Command: `nice python benchmarks/inplace.py --time-limit {args.time_limit:g} --run-limit-mib {args.run_limit_mib}"
-        f"{' ' + given if given else ''}` ({platform.machine()}, 2 shared cores, onnxruntime {ort.__version__}, "
-        f"{time.time() - t0:.0f} s).",
+        f"Command: `{run}` ({machine(start=t0)}).",
         "",
         "MiB; peaks include resident bytes (parameters, optimizer state, batch). *Order only*: `optimize --no-inplace`;",
         "*order + in-place*: `optimize` (default), where each updated parameter/state output (`param_out.X`, `state_out.X`)",
-        "is written into its input's buffer (see `olla_onnx/inplace.py`), the search running on that graph; *same order, no",
+        "is written into its input's buffer (see `olla_onnx/passes/inplace.py`), the search running on that graph; *same order, no",
         "in-place*: the in-place plan's order simulated with every output in a buffer of its own. *Saving*: transient",
         "(peak minus resident) saving against onnxruntime's default order. *Bound, proven*: for the in-place problem",
         "(orders that keep every pair safe).",
@@ -170,10 +164,7 @@ def main() -> None:
         "one run of the same order without IO binding.",
         "",
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines))
-    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, lines, rows)
 
 
 if __name__ == "__main__":

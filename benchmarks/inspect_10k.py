@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import onnx
+from common import RESULTS
 from onnx import TensorProto, helper
 
 
@@ -64,10 +65,10 @@ def time_inspect(path: Path, repeat: int) -> list[float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--nodes", type=int, default=10_000)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/inspect_10k.md"))
+    ap.add_argument("--out", type=Path, default=RESULTS / "inspect_10k.md")
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -23,27 +23,25 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import HERE, MODELS, RESULTS, ROOT, command
 
-from olla_onnx.bench import transient_saving  # noqa: E402
-from olla_onnx.formats import load_graph  # noqa: E402
-from olla_onnx.ir.memory import simulate  # noqa: E402
-from olla_onnx.schedule import optimize_order  # noqa: E402
-from olla_onnx.ort_facts.default_order import ort_default_order  # noqa: E402
+from olla_onnx.bench import transient_saving
+from olla_onnx.formats import load_graph
 from olla_onnx.formats.nodelink import graph_to_node_link as to_node_link
-from olla_onnx.synthetic import layered_dag, training_graph  # noqa: E402
+from olla_onnx.ir.memory import simulate
+from olla_onnx.ort_facts.default_order import ort_default_order
+from olla_onnx.schedule import optimize_order
+from olla_onnx.synthetic import layered_dag, training_graph
 
 LAYERED = [(n, w, seed) for n in (100, 200, 500, 1000, 2000) for (w, seed) in ((4, 1), (6, 2), (10, 3))]
 TRAINING = [(12, 1, (4, 256)), (50, 2, (64, 1024)), (200, 3, (64, 1024)), (500, 4, (4, 256))]
 
 
 def cases(quick: bool):
-    gdir = ROOT / "benchmarks" / "ordering_graphs"
+    gdir = HERE / "ordering_graphs"
     gdir.mkdir(exist_ok=True)
     layered = [c for c in LAYERED if not quick or c[0] <= 500]
     for n, w, seed in layered:
@@ -55,7 +53,7 @@ def cases(quick: bool):
         if quick and layers > 50:
             continue
         yield f"training(layers={layers}, seed={seed}, param_kib={pk})", "generated", lambda a=(layers, seed, pk): training_graph(a[0], seed=a[1], param_kib=a[2])
-    for path in sorted((ROOT / "models").rglob("*.onnx")):
+    for path in sorted(MODELS.rglob("*.onnx")):
         yield str(path.relative_to(ROOT)), "onnx", lambda p=path: load_graph(p).graph
 
 
@@ -120,7 +118,7 @@ def markdown(rows: list[dict], args, total: float) -> str:
     lines = [
         "# Ordering benchmark",
         "",
-        f"Command: `{' '.join(['nice', 'python'] + sys.argv)}`  ",
+        f"Command: `{command('ordering.py')}`  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared), Python {platform.python_version()}; "
         f"time limit per model: {args.time_limit if args.time_limit is not None else 'default'} s; total {total:.0f} s.",
         "",
@@ -167,7 +165,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="graphs up to 500 nodes only")
     ap.add_argument("--inplace", action="store_true", help="ONNX models: search the graph with in-place updates applied (the pipeline's default)")
     ap.add_argument("--only", default=None, help="run only models whose name contains this")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "ordering.md"))
+    ap.add_argument("--out", default=str(RESULTS / "ordering.md"))
     args = ap.parse_args()
     rows = []
     t0 = time.perf_counter()

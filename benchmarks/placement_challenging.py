@@ -16,20 +16,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
-import sys
 import time
 from pathlib import Path
 
+from common import HERE, RESULTS, run_meta
 from rich.console import Console
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from olla_onnx.formats.trace import read_trace
+from olla_onnx.place import best_greedy, check_placement, max_load, place
 
-from olla_onnx.place import best_greedy, check_placement, max_load, place, read_trace  # noqa: E402
-
-HERE = Path(__file__).resolve().parent
 CAPACITY = 1_048_576
 
 
@@ -48,7 +45,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=HERE / "data" / "minimalloc-challenging")
     ap.add_argument("--time-limit", type=float, default=60.0)
     ap.add_argument("--only", default="", help="comma-separated problem names, e.g. A,C")
-    ap.add_argument("--out", type=Path, default=HERE / "results" / "placement_challenging")
+    ap.add_argument("--out", type=Path, default=RESULTS / "placement_challenging")
     args = ap.parse_args()
 
     refs = reference_times(args.data / "README.md")
@@ -102,20 +99,15 @@ def main() -> None:
     table.add_row("total", "", "", "", f"{solved}/{len(rows)}", "", f"{total:.2f}", f"{ref_total:.1f}")
     console.print(table)
 
-    cmd = "nice python benchmarks/placement_challenging.py " + " ".join(sys.argv[1:])
-    meta = {
-        "command": cmd.strip(),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "load_average_before": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "note": "2-core machine shared with other engineers' jobs; run under nice; times are wall clock",
-        "capacity": CAPACITY,
-        "time_limit": args.time_limit,
-        "solved": solved,
-        "total_seconds": round(total, 2),
-        "minimalloc_total_seconds": ref_total,
-    }
+    meta = run_meta(
+        "placement_challenging.py",
+        load_average_before=os.getloadavg() if hasattr(os, "getloadavg") else None,
+        capacity=CAPACITY,
+        time_limit=args.time_limit,
+        solved=solved,
+        total_seconds=round(total, 2),
+        minimalloc_total_seconds=ref_total,
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "problems": rows}, indent=2) + "\n")
     lines = [

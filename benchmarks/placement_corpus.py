@@ -23,19 +23,14 @@ import argparse
 import glob
 import json
 import os
-import platform
-import sys
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import MODELS, RESULTS, run_meta
 
-from olla_onnx.formats import load_graph  # noqa: E402
-from olla_onnx.ir.memory import lifetimes, simulate  # noqa: E402
-from olla_onnx.place import buffers_from_lifetimes, check_placement, place  # noqa: E402
-from olla_onnx.place.problem import aligned_sizes  # noqa: E402
-
-HERE = Path(__file__).resolve().parent
+from olla_onnx.formats import load_graph
+from olla_onnx.ir.memory import lifetimes, simulate
+from olla_onnx.place import buffers_from_lifetimes, check_placement, place
+from olla_onnx.place.problem import aligned_sizes
 
 
 def orders_of(loaded, optimize_seconds: float) -> dict[str, list[int]]:
@@ -64,12 +59,12 @@ def orders_of(loaded, optimize_seconds: float) -> dict[str, list[int]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default="models/*.onnx")
+    ap.add_argument("--models", default=str(MODELS / "*.onnx"), help="a glob of models (default: the repository's models/*.onnx)")
     ap.add_argument("--time-limit", type=float, default=10.0)
     ap.add_argument("--optimize-seconds", type=float, default=6.0, help="time for optimize_order (0: skip)")
     ap.add_argument("--tolerance", type=float, default=0.001, help="stop once within this fraction of the bound")
     ap.add_argument("--alignments", default="64,256", help="comma-separated alignments")
-    ap.add_argument("--out", type=Path, default=HERE / "results" / "placement_corpus")
+    ap.add_argument("--out", type=Path, default=RESULTS / "placement_corpus")
     ap.add_argument("--report", action="store_true", help="only rewrite the markdown from the recorded JSON")
     args = ap.parse_args()
     if args.report:
@@ -102,15 +97,8 @@ def main() -> None:
                 }
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    meta = {
-        "command": ("nice python benchmarks/placement_corpus.py " + " ".join(sys.argv[1:])).strip(),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "note": "2-core machine shared with other engineers' jobs; run under nice",
-        "tolerance": args.tolerance,
-        "load_average": [round(load_start, 2), round(os.getloadavg()[0], 2)],
-    }
+    meta = run_meta("placement_corpus.py", tolerance=args.tolerance,
+                    load_average=[round(load_start, 2), round(os.getloadavg()[0], 2)])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     write_report(args, meta, rows)

@@ -5,7 +5,7 @@ Usage (from the repository root)::
     nice python benchmarks/placement_synthetic.py [--buffers 20000] [--seeds 0,1,2] [--time-limit 60]
                                                    [--out benchmarks/results/placement_synthetic]
 
-A trace is shaped like one training step of a deep network: ``layers`` forward
+A trace (:func:`olla_onnx.synthetic.training_trace`) is shaped like one training step of a deep network: ``layers`` forward
 blocks, then the backward blocks in reverse, then an optimizer phase.
 
 - activations saved in forward block i live until backward block i (nested,
@@ -23,78 +23,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from olla_onnx.place import Buffers, check_placement, place  # noqa: E402
-
-HERE = Path(__file__).resolve().parent
-
-
-def _logu(rng: np.random.Generator, lo: float, hi: float, n: int) -> np.ndarray:
-    v = np.exp(rng.uniform(np.log(lo), np.log(hi), n))
-    return (np.ceil(v / 256) * 256).astype(np.int64)
-
-
-def training_trace(n_buffers: int = 20_000, seed: int = 0) -> Buffers:
-    """A synthetic training-step trace with at least ``n_buffers`` buffers (fewer than ``n_buffers + 96``; see the module docstring)."""
-    rng = np.random.default_rng(seed)
-    layers = 48
-    # temporaries per block: each layer makes 2 * per_block of them plus 3 long-lived buffers; 8 huge ones in all
-    per_block = max(-(-(n_buffers - 8 - 3 * layers) // (2 * layers)), 4)
-    block_len = 4 * per_block // 10 + 8  # steps per block
-    lo: list[np.ndarray] = []
-    up: list[np.ndarray] = []
-    sz: list[np.ndarray] = []
-    fwd_start = lambda i: i * block_len  # noqa: E731
-    bwd_start = lambda i: (2 * layers - 1 - i) * block_len  # noqa: E731
-    t_opt = 2 * layers * block_len
-    t_end = t_opt + block_len
-    for i in range(layers):
-        # Temporaries of the forward and backward block: short, small.
-        for start in (fwd_start(i), bwd_start(i)):
-            s = start + rng.integers(0, block_len - 4, per_block)
-            lo.append(s)
-            up.append(s + rng.integers(1, 5, per_block))
-            sz.append(_logu(rng, 512, 2 << 20, per_block))
-        # Two saved activations: born in forward block i, freed in backward block i (nested).
-        k = 2
-        s = fwd_start(i) + rng.integers(0, block_len, k)
-        e = bwd_start(i) + rng.integers(1, block_len, k)
-        lo.append(s)
-        up.append(e)
-        sz.append(_logu(rng, 1 << 20, 16 << 20, k))
-        # A gradient: born in backward block i, lives until the optimizer phase.
-        g = bwd_start(i) + rng.integers(0, block_len, 1)
-        lo.append(g)
-        up.append(t_opt + rng.integers(1, block_len, 1))
-        sz.append(_logu(rng, 256 << 10, 8 << 20, 1))
-    # A few huge, long-lived buffers.
-    huge = 8
-    s = rng.integers(0, block_len, huge)
-    lo.append(s)
-    up.append(t_end - rng.integers(0, 4 * block_len, huge))
-    sz.append(_logu(rng, 32 << 20, 128 << 20, huge))
-    lower = np.concatenate(lo)
-    upper = np.concatenate(up)
-    sizes = np.concatenate(sz)
-    return Buffers.build([str(i) for i in range(lower.size)], lower, upper, sizes)
+from olla_onnx.place import check_placement, place
+from olla_onnx.synthetic import training_trace
 
 
 def main() -> None:
+    from common import RESULTS, run_meta  # here, not above: tests import training_trace from this file
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--buffers", type=int, default=20_000)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--time-limit", type=float, default=60.0)
     ap.add_argument("--alignment", type=int, default=256)
-    ap.add_argument("--out", type=Path, default=HERE / "results" / "placement_synthetic")
+    ap.add_argument("--out", type=Path, default=RESULTS / "placement_synthetic")
     args = ap.parse_args()
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
@@ -116,14 +61,7 @@ def main() -> None:
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
-    meta = {
-        "command": ("nice python benchmarks/placement_synthetic.py " + " ".join(sys.argv[1:])).strip(),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "alignment": args.alignment,
-        "note": "2-core machine shared with other engineers' jobs; run under nice; times are wall clock",
-    }
+    meta = run_meta("placement_synthetic.py", alignment=args.alignment)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "traces": rows}, indent=2) + "\n")
     lines = [

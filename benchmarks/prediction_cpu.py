@@ -36,25 +36,21 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
-import platform
-import sys
 import time
 from pathlib import Path
 
 import onnx
-import onnxruntime as ort
+from common import MODELS, RESULTS, command, machine, write_results
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from olla_onnx.formats import load_graph  # noqa: E402
-from olla_onnx.formats.onnx.read import load_onnx  # noqa: E402
-from olla_onnx.ort_facts.workspace import default_threads, is_workspace  # noqa: E402
-from olla_onnx.ir.memory import simulate  # noqa: E402
-from olla_onnx.optimize import optimize_model  # noqa: E402
-from olla_onnx.run import measure_planned, outside_allocator, random_inputs  # noqa: E402
-from olla_onnx.ort_facts.default_order import written_order_as_run  # noqa: E402
+from olla_onnx.formats import load_graph
+from olla_onnx.formats.onnx.read import load_onnx
+from olla_onnx.ir.memory import simulate
+from olla_onnx.optimize import optimize_model
+from olla_onnx.ort_facts.default_order import written_order_as_run
+from olla_onnx.ort_facts.workspace import default_threads, is_workspace
+from olla_onnx.runtime.feeds import random_feeds as random_inputs
+from olla_onnx.runtime.measure import measure_planned, outside_allocator
+from olla_onnx.units import mib
 
 DEFAULT_MODELS = ["mlp", "mlp_sgd_handwritten", "cnn", "alexnet", "resnet18"]
 
@@ -113,7 +109,7 @@ def per_node_row(name: str) -> dict:
     from olla_onnx.ort_facts.workspace import workspace_name
     from olla_onnx.runtime.scratch import all_values, scratch_bytes, single_node_models
 
-    path = ROOT / "models" / f"{name}.onnx"
+    path = MODELS / f"{name}.onnx"
     g = load_graph(path).graph
     model = onnx.load(str(path))
     types = infer_types(model)
@@ -138,11 +134,12 @@ def per_node_main(names: list[str], out: Path) -> None:
         rows.append(per_node_row(name))
         print(f"{name}: {rows[-1]['nodes_run']} nodes, scratch in {rows[-1]['with_scratch']}, "
               f"{len(rows[-1]['mismatches'])} mismatches", flush=True)
+    threads = f"intra-op threads {default_threads()}"
     lines = [
         "# Scratch per node: each node run alone in onnxruntime (CPU) against the workspace model",
         "",
-        f"Command: `nice python benchmarks/prediction_cpu.py --per-node{''.join(' ' + n for n in names)}` "
-        f"({platform.machine()}, onnxruntime {ort.__version__}, intra-op threads {default_threads()}, {time.time() - t0:.0f} s).",
+        f"Command: `{command('prediction_cpu.py', ['--per-node', *names])}` "
+        f"({machine(threads, start=t0)}).",
         "",
         "Every node but Constants, cut out with the values it reads in a run of the whole model, run in a session",
         "set up like the planned one (reuse off); scratch = bytes requested and freed inside the run",
@@ -157,8 +154,7 @@ def per_node_main(names: list[str], out: Path) -> None:
     for r in rows:
         lines += [f"- {r['model']}: {m}" for m in r["mismatches"]]
     lines.append("")
-    out.write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_results(out, lines)
 
 
 def _pct(x: float | None) -> str:
@@ -166,26 +162,26 @@ def _pct(x: float | None) -> str:
 
 
 def _mib(b: int) -> str:
-    return f"{b / 2**20:,.3f}"
+    return mib(b, ",.3f")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("models", nargs="*")
     ap.add_argument("--time-limit", type=float, default=2.0, help="order search seconds for the optimized order")
     ap.add_argument("--out", type=Path, default=None, help="default benchmarks/results/prediction_cpu[_nodes].md")
     ap.add_argument("--per-node", action="store_true", help="run each node alone instead (default: the *_tiny models)")
     args = ap.parse_args()
-    tiny = sorted(p.stem for p in (ROOT / "models").glob("*_tiny.onnx"))
+    tiny = sorted(p.stem for p in MODELS.glob("*_tiny.onnx"))
     if args.per_node:
-        per_node_main(args.models or tiny, args.out or ROOT / "benchmarks" / "results" / "prediction_cpu_nodes.md")
+        per_node_main(args.models or tiny, args.out or RESULTS / "prediction_cpu_nodes.md")
         return
-    args.out = args.out or ROOT / "benchmarks" / "results" / "prediction_cpu.md"
+    args.out = args.out or RESULTS / "prediction_cpu.md"
     names = args.models or DEFAULT_MODELS + tiny
     t0 = time.time()
     rows: list[dict] = []
     for name in names:
-        rows.extend(model_rows(ROOT / "models" / f"{name}.onnx", args.time_limit))
+        rows.extend(model_rows(MODELS / f"{name}.onnx", args.time_limit))
         r = rows[-1]
         print(f"{name}: {_pct(rows[-2]['error'])} (file), {_pct(r['error'])} / plan {_pct(r.get('plan_error'))} (optimized); "
               f"without workspace {_pct(rows[-2]['error_without_workspace'])}", flush=True)
@@ -193,12 +189,12 @@ def main() -> None:
     worst_live = max(abs(r["error_live"]) for r in rows)
     worst_plan = max(abs(r["plan_error"]) for r in rows if "plan_error" in r)
     worst_without = max(abs(r["error_without_workspace"]) for r in rows)
+    run = command("prediction_cpu.py", ["--time-limit", f"{args.time_limit:g}", *args.models])
+    threads = f"intra-op threads {default_threads()} (onnxruntime's default here)"
     lines = [
         "# Predicted vs measured peak on CPU (planned session, onnxruntime's reuse off)",
         "",
-        f"Command: `nice python benchmarks/prediction_cpu.py --time-limit {args.time_limit:g}"
-        f"{''.join(' ' + n for n in args.models)}` ({platform.machine()}, onnxruntime {ort.__version__}, "
-        f"intra-op threads {default_threads()} (onnxruntime's default here), {time.time() - t0:.0f} s).",
+        f"Command: `{run}` ({machine(threads, start=t0)}).",
         "",
         "MiB. *measured* = planned peak (arena + heap through the allocator) + inputs + initializers above",
         "127 bytes (held by onnxruntime outside its allocator). *heap = small*: the heap bytes equal the",
@@ -240,18 +236,15 @@ def main() -> None:
         "  from run to run on a loaded machine; the simulated peak and the arena bound do not.",
         "- onnxruntime runs Relu (and other kernels registered as may-run-in-place) in their input's buffer even",
         "  with its reuse off; the model counts both buffers during that one step. That step set no peak here.",
-        "- Conv's workspace depends on the intra-op thread count (see `olla_onnx/frontends/workspace.py`); the",
-        "  frontend uses onnxruntime's default (the physical cores, the header's figure), which the planned",
+        "- Conv's workspace depends on the intra-op thread count (see `olla_onnx/ort_facts/workspace.py`); the",
+        "  ONNX reader uses onnxruntime's default (the physical cores, the header's figure), which the planned",
         "  session uses too. Only measured on this machine's count (and 1, 2, 4 threads in tests/test_workspace.py).",
         "- Initializers above 127 bytes never reach the allocator (onnxruntime keeps them as in-memory tensors",
         "  made when it builds its graph); they are resident in the model, so *measured* adds them, as it adds",
         "  the inputs.",
         "",
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines))
-    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, lines, rows)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,9 @@ planned session held (the optimized order, every tensor served from the plan's a
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from common import RESULTS
+
 MIB = 2**20
 
 

@@ -43,28 +43,24 @@ import os
 import platform
 import resource
 import shlex
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common import MODELS as MODELS_DIR
+from common import RESULTS, ROOT
 
-from olla_onnx.formats import load_graph  # noqa: E402
-from olla_onnx.optimize import DEFAULT_TIME_LIMIT, optimize_model, write_outputs  # noqa: E402
-from olla_onnx.run import (  # noqa: E402
-    load_model_for_run,
-    measure_default,
-    outside_allocator,
-    random_inputs,
-    run_model,
-)
+from olla_onnx.formats import load_graph
+from olla_onnx.optimize import DEFAULT_TIME_LIMIT, optimize_model, write_outputs
+from olla_onnx.run import load_model_for_run, run_model
+from olla_onnx.runtime.feeds import random_feeds as random_inputs
+from olla_onnx.runtime.measure import measure_default, outside_allocator
+from olla_onnx.units import mib
 
 MODELS = ["resnet50", "mobilenetv2", "unet", "vgg16", "vit_b16", "bert", "gpt2"]
-RESULTS = ROOT / "benchmarks" / "results"
-MiB = 2**20
+#: What the determinism investigation measured with plain onnxruntime sessions (read to explain output differences).
+DETERMINISM = ROOT / "docs" / "investigations" / "determinism" / "output_determinism.json"
 TARGET = 0.7
 #: Run a model only if this many times its simulated default peak is available: the processes
 #: measured so far peaked at 2.0-3.5 x (MobileNetV2 2.6 x with freed memory returned to the OS; ResNet-50 3.46 x before).
@@ -115,7 +111,7 @@ def measure_model(
     """One row: optimize, the default session, the plan without (unless ``inplace_only``) and with its
     in-place pairs. Cost: 2 training steps (default) + 4 (planned) + 5 (planned + in-place, with one
     heap-served run of the same order to compare with); 7 with ``inplace_only``."""
-    path = ROOT / "models" / f"{name}.onnx"
+    path = MODELS_DIR / f"{name}.onnx"
     t0 = time.perf_counter()
     row: dict[str, Any] = {"model": name, "load_start": os.getloadavg(), "mem_available_start": mem_available()}
     loaded = load_graph(path)
@@ -176,7 +172,7 @@ def measure_model(
 
 
 def _mib(b: Any) -> str:
-    return "" if b is None else f"{b / MiB:,.1f}"
+    return "" if b is None else mib(b)
 
 
 def _pct(x: Any) -> str:
@@ -190,9 +186,9 @@ def _diff(p: dict[str, Any]) -> str:
 
 
 def _output_causes(model: str, fallback: str) -> str:
-    """What ``benchmarks/output_determinism.py`` measured for ``model`` with plain onnxruntime sessions, else ``fallback``."""
-    path = RESULTS / "output_determinism.json"
-    det = json.loads(path.read_text()).get(model) if path.exists() else None
+    """What ``docs/investigations/determinism/output_determinism.py`` measured for ``model`` with plain onnxruntime
+    sessions, else ``fallback``."""
+    det = json.loads(DETERMINISM.read_text()).get(model) if DETERMINISM.exists() else None
     if not det:
         return fallback
     runs = [det[k] for k in ("off_2threads_run1_vs_run2", "plan_order_off_2threads_run1_vs_run2") if k in det]
@@ -204,7 +200,7 @@ def _output_causes(model: str, fallback: str) -> str:
                     f"{max(racy):.2g} with 2 threads and not with 1")
     said.append("the default options differ from optimizations off by "
                 + ("nothing" if fus["bitwise"] else f"{fus['max_abs_diff']:.2g}") + " at 1 thread (graph rewrites)")
-    return "measured (`output_determinism.md`): " + "; ".join(said) + "."
+    return "measured (`docs/investigations/determinism/output_determinism.md`): " + "; ".join(said) + "."
 
 
 def _why(r: dict[str, Any]) -> str:
@@ -298,7 +294,7 @@ def write_report(rows: dict[str, dict[str, Any]], out: Path) -> None:
     for m in order:
         r = rows[m]
         if "peak_ort_default_bytes" in r and "plan_peak_by_kind" not in r:  # rows measured before it was recorded
-            res = optimize_model(load_graph(ROOT / "models" / f"{m}.onnx"))
+            res = optimize_model(load_graph(MODELS_DIR / f"{m}.onnx"))
             r["plan_peak_by_kind"] = peak_composition(res.graph, res.order)
             r["plan_peak_by_kind_note"] = "from a fresh optimize (same settings) in the report step"
         if "run_error" in r or "peak_ort_default_bytes" not in r:

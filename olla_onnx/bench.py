@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-MiB = 1024 * 1024
+from olla_onnx.units import mib
 
 
 def bench_model(
@@ -79,7 +79,7 @@ def bench_model(
         _draw(loaded, res, plot_dir / f"{path.stem}.png")
     if run and loaded.runs_in_onnxruntime:
         if res.peak_ort_default is not None and res.peak_ort_default > run_limit_bytes:
-            row["run_error"] = f"not run: predicted peak above {run_limit_bytes / MiB:,.0f} MiB (--run-limit-mib)"
+            row["run_error"] = f"not run: predicted peak above {mib(run_limit_bytes, ',.0f')} MiB (--run-limit-mib)"
         else:
             row.update(_measure(loaded, res))
             if ipr is not None and ipr.inplace:
@@ -151,8 +151,18 @@ def bench(
     return rows
 
 
+def corpus_models(models_dir: Path) -> list[Path]:
+    """The models ``bench`` runs when none are given: every full-size ``*.onnx`` in ``models_dir``
+    (``*_tiny`` left out), sorted. A folder that does not exist is an :class:`~olla_onnx.errors.OllaInputError`."""
+    from olla_onnx.errors import OllaInputError
+
+    if not models_dir.is_dir():
+        raise OllaInputError(f"models folder {models_dir} does not exist: give --models-dir DIR, or models as arguments")
+    return sorted(p for p in models_dir.glob("*.onnx") if not p.stem.endswith("_tiny"))
+
+
 def _mib(b: Any) -> str:
-    return "" if b is None else f"{b / MiB:,.1f}"
+    return "" if b is None else mib(b)
 
 
 def _equal(r: dict[str, Any]) -> str:

@@ -30,9 +30,7 @@ one-line :class:`~olla_onnx.errors.PlanError`.
 from __future__ import annotations
 
 import hashlib
-import heapq
 import json
-from bisect import bisect_left, insort
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -41,6 +39,7 @@ from olla_onnx.errors import GraphError, PlanError
 from olla_onnx.ir.graph import Graph
 from olla_onnx.passes.inplace import InplacePair, apply_inplace, is_order_token
 from olla_onnx.ir.memory import lifetimes
+from olla_onnx.place import check_placement
 
 PLAN_FORMAT = "olla-onnx-plan"
 PLAN_VERSION = 2
@@ -159,32 +158,25 @@ def check_buffers(buffers: Sequence[PlannedBuffer], arena_bytes: int, alignment:
     """Raise :class:`PlanError` if two buffers live at the same step overlap in memory,
     if one lies outside ``[0, arena_bytes)`` or an offset is not a multiple of ``alignment``.
 
-    Sweep over time with the live buffers kept sorted by offset: a new buffer
-    only needs checking against its two address neighbours, because the live
-    set is disjoint so far. O(B log B) comparisons (insort is O(B) memmove).
+    A buffer live on steps ``start..end`` is live on ``[start, end + 1)`` for
+    :func:`olla_onnx.place.check_placement`, which does the checking.
+    O(B log B + B * k) for k buffers live at once.
     """
     for b in buffers:
-        if b.offset < 0 or b.size < 0 or b.offset + b.size > arena_bytes:
+        if b.size < 0:
             raise PlanError(f"buffer {b.tensor!r} [{b.offset}, {b.offset + b.size}) lies outside the arena of {arena_bytes} bytes")
-        if alignment > 1 and b.offset % alignment:
-            raise PlanError(f"buffer {b.tensor!r} offset {b.offset} is not a multiple of the alignment {alignment}")
         if b.end < b.start:
             raise PlanError(f"buffer {b.tensor!r} ends (step {b.end}) before it starts (step {b.start})")
-    live: list[tuple[int, int, str]] = []  # (offset, end address, name), sorted
-    ends: list[tuple[int, int, int, str]] = []  # heap of (last step, offset, end address, name)
-    for b in sorted((b for b in buffers if b.size > 0), key=lambda b: b.start):
-        while ends and ends[0][0] < b.start:
-            _, off, top, name = heapq.heappop(ends)
-            del live[bisect_left(live, (off, top, name))]
-        item = (b.offset, b.offset + b.size, b.tensor)
-        i = bisect_left(live, item)
-        for j in (i - 1, i):
-            if 0 <= j < len(live):
-                o, t, other = live[j]
-                if o < item[1] and item[0] < t:
-                    raise PlanError(f"buffers {other!r} and {b.tensor!r} are live at the same time and overlap in the arena")
-        insort(live, item)
-        heapq.heappush(ends, (b.end, b.offset, b.offset + b.size, b.tensor))
+    check_placement(
+        [b.start for b in buffers],
+        [b.end + 1 for b in buffers],
+        [b.size for b in buffers],
+        [b.offset for b in buffers],
+        capacity=arena_bytes,
+        alignment=alignment,
+        names=[b.tensor for b in buffers],
+        error=PlanError,
+    )
 
 
 def check_plan(plan: Plan, graph: Graph) -> None:

@@ -16,6 +16,7 @@ from olla_onnx.ir.graph import Graph, TensorKind
 from olla_onnx.passes.inplace import apply_inplace
 from olla_onnx.ir.memory import simulate
 from olla_onnx.plan import Plan
+from olla_onnx.units import axis_unit
 
 # One colour per kind, the same in every panel.
 KIND_COLORS: dict[str, str] = {
@@ -71,14 +72,6 @@ def plan_graph(graph: Graph, plan: Plan) -> Graph:
     return apply_inplace(graph, plan.inplace) if plan.inplace else graph
 
 
-def _scale(values: Sequence[float]) -> tuple[float, str]:
-    top = max([float(v) for v in values] + [1.0])
-    for div, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
-        if top >= div:
-            return float(div), unit
-    return 1.0, "bytes"
-
-
 def plot_memory(
     graph: Graph,
     orders: dict[str, Sequence[int]],
@@ -102,7 +95,7 @@ def plot_memory(
         raise OllaInputError("plotting needs matplotlib: pip install 'olla-onnx[plot]'") from None
 
     curves = memory_curves(graph, orders, graphs)
-    div, unit = _scale([live.max(initial=0) for live, _ in curves.values()])
+    div, unit = axis_unit([live.max(initial=0) for live, _ in curves.values()])
     rows = len(curves) + (1 if plan is not None else 0)
     fig, axes = plt.subplots(rows, 1, figsize=(11, 2.6 * rows + 0.8), squeeze=False)
     axes = axes[:, 0]
@@ -141,7 +134,7 @@ def plot_memory(
     if plan is not None:
         ax = axes[-1]
         pg = plan_graph(graph, plan)
-        adiv, aunit = _scale([plan.arena_bytes])
+        adiv, aunit = axis_unit([plan.arena_bytes])
         for b in plan.buffers:
             kind = pg.tensors[b.tensor].kind.value if b.tensor in pg.tensors else "activation"
             ax.add_patch(

@@ -1,4 +1,5 @@
-"""Generated graphs for benchmarks and tests: random layered DAGs and training-shaped graphs.
+"""Generated graphs and traces for benchmarks and tests: random layered DAGs, training-shaped graphs, and
+training-step buffer traces for placement.
 
 Both generators are deterministic given ``seed`` and return a validated :class:`Graph`
 (one output tensor per node unless said otherwise), so they can also be written as
@@ -8,7 +9,10 @@ node-link JSON with :func:`olla_onnx.formats.nodelink.graph_to_node_link`.
 from __future__ import annotations
 
 import random
+
+import numpy as np
 from olla_onnx.ir.graph import Graph, Node, Tensor, TensorKind
+from olla_onnx.place.problem import Buffers
 
 
 def layered_dag(num_nodes: int, width: int = 6, seed: int = 0, max_fan_in: int = 3, span: int = 2) -> Graph:
@@ -124,3 +128,59 @@ def tensors_size(tensors: list[Tensor], name: str) -> int:
         if t.name == name:
             return t.size
     raise KeyError(name)
+
+
+def _logu(rng: np.random.Generator, lo: float, hi: float, n: int) -> np.ndarray:
+    v = np.exp(rng.uniform(np.log(lo), np.log(hi), n))
+    return (np.ceil(v / 256) * 256).astype(np.int64)
+
+
+def training_trace(n_buffers: int = 20_000, seed: int = 0) -> Buffers:
+    """A synthetic training-step trace with at least ``n_buffers`` buffers (fewer than ``n_buffers + 96``).
+
+    Shaped like one training step of a 48-layer network: forward blocks, the backward blocks in reverse, an
+    optimizer phase. Activations saved in forward block i live until backward block i (nested lifetimes); each
+    block makes many small temporaries living 1-4 steps; gradients live from backward block i to the optimizer
+    phase; 8 huge buffers live across most of the step. Sizes are multiples of 256 bytes, log-uniform per kind.
+    Deterministic given ``seed``.."""
+    rng = np.random.default_rng(seed)
+    layers = 48
+    # temporaries per block: each layer makes 2 * per_block of them plus 3 long-lived buffers; 8 huge ones in all
+    per_block = max(-(-(n_buffers - 8 - 3 * layers) // (2 * layers)), 4)
+    block_len = 4 * per_block // 10 + 8  # steps per block
+    lo: list[np.ndarray] = []
+    up: list[np.ndarray] = []
+    sz: list[np.ndarray] = []
+    fwd_start = lambda i: i * block_len  # noqa: E731
+    bwd_start = lambda i: (2 * layers - 1 - i) * block_len  # noqa: E731
+    t_opt = 2 * layers * block_len
+    t_end = t_opt + block_len
+    for i in range(layers):
+        # Temporaries of the forward and backward block: short, small.
+        for start in (fwd_start(i), bwd_start(i)):
+            s = start + rng.integers(0, block_len - 4, per_block)
+            lo.append(s)
+            up.append(s + rng.integers(1, 5, per_block))
+            sz.append(_logu(rng, 512, 2 << 20, per_block))
+        # Two saved activations: born in forward block i, freed in backward block i (nested).
+        k = 2
+        s = fwd_start(i) + rng.integers(0, block_len, k)
+        e = bwd_start(i) + rng.integers(1, block_len, k)
+        lo.append(s)
+        up.append(e)
+        sz.append(_logu(rng, 1 << 20, 16 << 20, k))
+        # A gradient: born in backward block i, lives until the optimizer phase.
+        g = bwd_start(i) + rng.integers(0, block_len, 1)
+        lo.append(g)
+        up.append(t_opt + rng.integers(1, block_len, 1))
+        sz.append(_logu(rng, 256 << 10, 8 << 20, 1))
+    # A few huge, long-lived buffers.
+    huge = 8
+    s = rng.integers(0, block_len, huge)
+    lo.append(s)
+    up.append(t_end - rng.integers(0, 4 * block_len, huge))
+    sz.append(_logu(rng, 32 << 20, 128 << 20, huge))
+    lower = np.concatenate(lo)
+    upper = np.concatenate(up)
+    sizes = np.concatenate(sz)
+    return Buffers.build([str(i) for i in range(lower.size)], lower, upper, sizes)

@@ -1,4 +1,4 @@
-"""Small training graphs written with ``onnx.helper``, for tests and benchmarks of the runtime.
+"""Small training graphs written with ``onnx.helper``, for the tests of the runtime.
 
 :func:`mlp_training_model` is one SGD step of a multilayer perceptron with a
 squared-error loss: forward, hand-written backward, update. The parameters are

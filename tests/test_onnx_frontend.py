@@ -223,7 +223,7 @@ def _real_sizes(m: onnx.ModelProto) -> dict[str, int]:
     """Bytes of every non-Constant node output, as onnxruntime really produces them."""
     import onnxruntime as ort
 
-    from olla_onnx.runtime.profile import random_feeds
+    from olla_onnx.runtime.feeds import random_feeds
 
     names = [o for n in m.graph.node if n.op_type != "Constant" for o in n.output if o]
     probe = onnx.ModelProto()

@@ -76,7 +76,7 @@ def _small(p: Path) -> bool:
     """Corpus graphs cheap enough to run in a unit test: the tiny variants and the hand-built step.
 
     Running the full-size ones (batch 32 at 224x224) takes minutes each on 2 cores; they are
-    checked by ``benchmarks/ort_order_check.py`` instead."""
+    checked by ``docs/investigations/ort_order/ort_order_check.py`` instead."""
     return p.stem.endswith("_tiny") or p.stem == "mlp_sgd_handwritten"
 
 

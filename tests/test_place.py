@@ -25,12 +25,11 @@ from olla_onnx.place import (
     independent_windows,
     max_load,
     place,
-    read_trace,
     search_placement,
-    write_trace,
 )
 from olla_onnx.place.greedy import ORDERS
-from olla_onnx.place.problem import aligned_sizes, parse_trace
+from olla_onnx.formats.trace import parse_trace, read_trace, write_trace
+from olla_onnx.place.problem import aligned_sizes
 
 REPO = Path(__file__).resolve().parents[1]
 CHALLENGING = REPO / "benchmarks" / "data" / "minimalloc-challenging"
@@ -471,8 +470,7 @@ def test_windows_results_pass_the_checker(t, per_window, dust_budget):
 
 def test_windows_reach_the_bound_on_a_training_trace():
     """Nested activations, short temporaries, gradients to the end: the hottest window first fits them all."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from placement_synthetic import training_trace
+    from olla_onnx.synthetic import training_trace
 
     from olla_onnx.place.decompose import place_by_windows
 
@@ -487,8 +485,7 @@ def test_windows_reach_the_bound_on_a_training_trace():
 
 def test_place_decomposes_a_big_trace_full_of_dust():
     """A training trace plus 2,000 tiny buffers: greedy misses 0.1%, place() meets it (by windows)."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from placement_synthetic import training_trace
+    from olla_onnx.synthetic import training_trace
 
     b = training_trace(2800, seed=1)  # 2,840 buffers: the instance these tests were written on
     rng = np.random.default_rng(0)

@@ -1,4 +1,4 @@
-"""Dives at the goal (olla_onnx.place.strategy._goal_dives), the search's first node limit, the dust share."""
+"""Dives at the goal (olla_onnx.place.steps.goal_dives), the search's first node limit, the dust share."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 from olla_onnx.formats import load_graph
 from olla_onnx.ir.memory import lifetimes
 from olla_onnx.place import Buffers, best_greedy, buffers_from_lifetimes, check_placement, max_load, place, search_placement
-from olla_onnx.place.strategy import _dust_share, _goal_dives
+from olla_onnx.place.steps import dust_share, goal_dives
 from olla_onnx.place.problem import aligned_sizes
 from test_place import brute_force_min_arena, traces
 
@@ -39,7 +39,7 @@ def test_dives_land_within_the_goal_and_refute_only_what_is_infeasible(t, extra,
         return
     opt = brute_force_min_arena(lo.tolist(), up.tolist(), sz.tolist())  # aligned offsets: opt is a multiple of unit
     goal = max_load(lo, up, sz) + extra * unit
-    off, refuted = _goal_dives(lo, up, sz, goal, time.perf_counter() + 10, unit)
+    off, refuted = goal_dives(lo, up, sz, goal, time.perf_counter() + 10, unit)
     assert refuted < opt  # a refuted capacity is a proof: nothing fits there
     if off is not None:
         assert check_placement(lo, up, sz, off, alignment=unit) <= goal
@@ -59,7 +59,7 @@ def test_dives_settle_a_tiny_unet_that_greedy_misses():
     bound = max_load(b.lower, b.upper, sz)
     goal = bound + bound // 1000 // 64 * 64
     assert best_greedy(b.lower, b.upper, sz)[1] > goal
-    off, _ = _goal_dives(b.lower, b.upper, sz, goal, time.perf_counter() + 60, 64)
+    off, _ = goal_dives(b.lower, b.upper, sz, goal, time.perf_counter() + 60, 64)
     assert off is not None
     assert check_placement(b.lower, b.upper, sz, off, alignment=64) <= goal
     p = place(b, alignment=64, time_limit=60, tolerance=0.001)
@@ -71,9 +71,9 @@ def test_dives_settle_a_tiny_unet_that_greedy_misses():
 def test_zero_size_buffers_do_not_make_a_window_dusty(t, zeros):
     lo, up, sz = t
     goal = max_load(lo, up, sz) * 2
-    share = _dust_share(lo, up, sz, goal, 1)
+    share = dust_share(lo, up, sz, goal, 1)
     live = sz > 0
     lo2 = np.r_[lo[live], np.zeros(zeros, dtype=np.int64)]
     up2 = np.r_[up[live], np.ones(zeros, dtype=np.int64)]
     sz2 = np.r_[sz[live], np.zeros(zeros, dtype=np.int64)]
-    assert _dust_share(lo2, up2, sz2, goal, 1) == _dust_share(lo[live], up[live], sz[live], goal, 1) == share
+    assert dust_share(lo2, up2, sz2, goal, 1) == dust_share(lo[live], up[live], sz[live], goal, 1) == share

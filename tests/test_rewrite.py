@@ -19,7 +19,8 @@ from olla_onnx.errors import InvalidOrderError, OllaInputError
 from olla_onnx.formats import load_graph
 from olla_onnx.formats.onnx.read import graph_from_model
 from olla_onnx.formats.onnx.write import reordered_model, write_reordered_onnx
-from olla_onnx.runtime.profile import profiled_order, random_feeds
+from olla_onnx.runtime.feeds import random_feeds
+from olla_onnx.runtime.profile import profiled_order
 from olla_onnx.ort_facts.default_order import ort_default_order, written_order_as_run
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -200,11 +200,11 @@ def test_planned_session_matches_default_and_is_served_from_the_plan(mlp_path):
 
 def test_default_peak_is_what_the_recording_allocator_saw(mlp_path):
     """Independent check of the measuring device: the peak of live bytes from the raw trace."""
-    from olla_onnx.run import random_inputs
+    from olla_onnx.runtime.feeds import random_feeds
     from olla_onnx.runtime.session import new_allocators, open_session
 
     model = onnx.load(mlp_path)
-    feeds = random_inputs(model)
+    feeds = random_feeds(model)
     host, _ = new_allocators("default", "cpu")
     s = open_session(model.SerializeToString(), "default", host)
     try:
@@ -226,12 +226,13 @@ def test_hundred_training_steps_flat_memory_same_results(inplace):
     """100 steps; with ``inplace`` the planned session writes the updated weights into its bound input
     buffers (IO binding) and nothing is copied back. The caller's arrays are never modified."""
     from olla_onnx.runtime.loop import train_loop
-    from olla_onnx.run import open_planned, random_inputs
+    from olla_onnx.runtime.feeds import random_feeds
+    from olla_onnx.runtime.measure import open_planned
     from olla_onnx.runtime.session import new_allocators, open_session
 
     model = mlp_training_model(batch=16, widths=WIDTHS, lr=0.05)
     data = model.SerializeToString()
-    feeds = random_inputs(model)
+    feeds = random_feeds(model)
     feeds.update(mlp_parameters(WIDTHS))
     before = {k: v.copy() for k, v in feeds.items()}
     pairs = feedback_pairs(model)
@@ -284,13 +285,14 @@ def plan_file(mlp_path, tmp_path_factory):
 
 
 def _forbid_sessions(monkeypatch):
-    import olla_onnx.run as measure
+    import olla_onnx.run as run
+    import olla_onnx.runtime.measure as measure
 
     def boom(*a, **k):
         raise AssertionError("a session was opened")
 
     monkeypatch.setattr(measure, "open_session", boom)
-    monkeypatch.setattr(measure, "measure_default", boom)
+    monkeypatch.setattr(run, "measure_default", boom)
 
 
 def test_good_plan_is_used(mlp_path, plan_file):

@@ -12,7 +12,10 @@ from onnx import TensorProto, helper, numpy_helper
 from olla_onnx.formats import load_graph
 from olla_onnx.ort_facts.workspace import is_workspace
 from olla_onnx.optimize import optimize_model, write_outputs
-from olla_onnx.run import SMALL_INITIALIZER, load_model_for_run, outside_allocator, plan_uses_workspace, run_model
+from olla_onnx.plan import plan_uses_workspace
+from olla_onnx.run import load_model_for_run, run_model
+from olla_onnx.ort_facts import SMALL_INITIALIZER
+from olla_onnx.runtime.measure import outside_allocator
 
 ROOT = Path(__file__).resolve().parents[1]
 CNN_TINY = ROOT / "models" / "cnn_tiny.onnx"

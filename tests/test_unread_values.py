@@ -47,7 +47,8 @@ def test_onnxruntime_holds_an_unread_value_as_the_model_predicts(tmp_path):
 
     from olla_onnx.formats import load_graph
     from olla_onnx.optimize import optimize_model, write_outputs
-    from olla_onnx.run import measure_planned, random_inputs
+    from olla_onnx.runtime.feeds import random_feeds as random_inputs
+    from olla_onnx.runtime.measure import measure_planned
 
     src = tmp_path / "unread.onnx"
     onnx.save(_model(), src)

@@ -98,7 +98,8 @@ def test_onnxruntime_holds_what_the_model_with_views_predicts():
     """The planned session (onnxruntime's reuse off): measured peak plus inputs equals the simulated
     peak with views modelled, and is a whole attention matrix below the peak without them."""
     pytest.importorskip("onnxruntime")
-    from olla_onnx.run import measure_planned, random_inputs
+    from olla_onnx.runtime.feeds import random_feeds as random_inputs
+    from olla_onnx.runtime.measure import measure_planned
 
     model = _attention_like()
     feeds = random_inputs(model, None, 0)

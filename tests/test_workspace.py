@@ -154,7 +154,7 @@ def test_workspace_is_a_pseudo_output_live_only_while_its_node_runs():
 def test_onnxruntime_holds_what_the_model_predicts(tmp_path):
     """The planned session (onnxruntime's reuse off, served from the arena): measured peak plus
     inputs is the simulated peak within 2% with the workspace modelled, and far off without it."""
-    from olla_onnx.run import measure_planned
+    from olla_onnx.runtime.measure import measure_planned
 
     model = _conv_net()
     feeds = _feeds(model)

@@ -1,4 +1,9 @@
-"""`olla-onnx bench [MODEL...]`: the whole pipeline over the corpus, as a markdown table and JSON."""
+"""`olla-onnx bench [MODEL...]`: the whole pipeline over the corpus, as a markdown table and JSON.
+
+Defaults fit the repository's layout when run from its root: the corpus in ``models/``, the table
+and rows written to ``benchmarks/results/bench.md`` and ``.json``; ``--models-dir`` and
+``--results-dir`` point elsewhere.
+"""
 
 from __future__ import annotations
 
@@ -15,21 +20,25 @@ from olla_onnx.cli.common import app, console, fail
 
 @app.command()
 def bench(
-    models: Optional[list[Path]] = typer.Argument(None, help="Models to run (default: every full-size models/*.onnx, no *_tiny)."),
+    models: Optional[list[Path]] = typer.Argument(None, help="Models to run (default: every full-size *.onnx of --models-dir, no *_tiny)."),
+    models_dir: Path = typer.Option(Path("models"), "--models-dir", help="Folder of the models run when none are given."),
+    results_dir: Path = typer.Option(Path("benchmarks/results"), "--results-dir", help="Folder for bench.md and bench.json."),
     time_limit: float = typer.Option(DEFAULT_TIME_LIMIT, "--time-limit", help="Order-search seconds per model."),
     run: bool = typer.Option(True, "--run/--no-run", help="Also measure peaks in onnxruntime (default and planned)."),
-    out_md: Path = typer.Option(Path("benchmarks/results/bench.md"), "--out-md", help="Markdown table to write."),
-    out_json: Path = typer.Option(Path("benchmarks/results/bench.json"), "--out-json", help="JSON rows to write."),
+    out_md: Optional[Path] = typer.Option(None, "--out-md", help="Markdown table to write (default: RESULTS_DIR/bench.md)."),
+    out_json: Optional[Path] = typer.Option(None, "--out-json", help="JSON rows to write (default: RESULTS_DIR/bench.json)."),
     plots: Optional[Path] = typer.Option(None, "--plots", help="Also draw a PNG per model into this folder."),
     run_limit_mib: int = typer.Option(2048, "--run-limit-mib", help="Measure in onnxruntime only models whose default peak is below this."),
 ) -> None:
     """Run inspect, optimize, place and run on every model; write one table."""
     from olla_onnx.bench import bench as run_bench
-    from olla_onnx.bench import markdown_table
+    from olla_onnx.bench import corpus_models, markdown_table
 
-    paths = list(models) if models else sorted(p for p in Path("models").glob("*.onnx") if not p.stem.endswith("_tiny"))
+    paths = list(models) if models else corpus_models(models_dir)
     if not paths:
-        fail("no models given and none found in models/*.onnx (run from the repository root)")
+        fail(f"no models given and no full-size model in {models_dir}/*.onnx (give --models-dir DIR, or models as arguments)")
+    out_md = out_md or results_dir / "bench.md"
+    out_json = out_json or results_dir / "bench.json"
     for p in paths:
         if not p.exists():
             fail(f"{p} does not exist")
@@ -47,6 +56,7 @@ def bench(
     command = "olla-onnx bench " + " ".join(
         [f"--time-limit {time_limit:g}", f"--run-limit-mib {run_limit_mib}"] + ([] if run else ["--no-run"])
         + ([f"--plots {plots}"] if plots else []) + ([str(p) for p in models] if models else [])
+        + ([f"--models-dir {models_dir}"] if not models and models_dir != Path("models") else [])
     )
     out_md.parent.mkdir(parents=True, exist_ok=True)
     out_md.write_text(f"# olla-onnx bench\n\nCommand: `{command}`\n\nPeaks include resident bytes; MiB = 2^20 bytes.\n\n{table}")

@@ -31,7 +31,7 @@ def place(
 ) -> None:
     """Place every buffer of a trace in one arena: no two buffers alive together overlap."""
     from olla_onnx.place import place as place_buffers
-    from olla_onnx.place import read_trace, write_trace
+    from olla_onnx.formats.trace import read_trace, write_trace
 
     refuse_overwrite(trace, out)
     if time_limit <= 0:

@@ -8,7 +8,8 @@
 - :mod:`~olla_onnx.export.compare`: seeded inputs, onnxruntime run, comparison (no torch needed).
 - :mod:`~olla_onnx.export.testpoint`: moves the seeded inputs to where every ReLU and max-pool
   decision has a margin, so that a float32 step is a faithful computation there.
-- :mod:`~olla_onnx.export.build`: export + check + manifest/README.
+- :mod:`~olla_onnx.export.build`: export + check.
+- :mod:`~olla_onnx.export.manifest`: the manifest and the README written from it.
 
 Importing this package does not import torch.
 """

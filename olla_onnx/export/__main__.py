@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     entries = CORPUS if args.all else [BY_NAME[n] for n in args.only]
     variants = [True] if args.tiny_only else [False] if args.full_only else [True, False]
 
-    from olla_onnx.export import build
+    from olla_onnx.export import build, manifest as corpus_manifest
+    from olla_onnx.units import mib
 
     args.models_dir.mkdir(parents=True, exist_ok=True)
     env = build.environment()
@@ -59,11 +60,11 @@ def main(argv: list[str] | None = None) -> int:
 
                 fname = f"{entry.file_name(tiny)}.onnx"
                 model = onnx.load(args.models_dir / fname)
-                rec = dict(build.load_manifest(args.models_dir)["models"][fname])
+                rec = dict(corpus_manifest.load_manifest(args.models_dir)["models"][fname])
                 rec.pop("check", None)
             else:
                 model, rec = build.export_one(entry, tiny, args.models_dir)
-            manifest = build.load_manifest(args.models_dir)  # fresh: another run may have written it
+            manifest = corpus_manifest.load_manifest(args.models_dir)  # fresh: another run may have written it
             manifest["environment"] = env
             old = manifest["models"].get(rec["file"], {})
             if tiny or args.check_full:
@@ -73,14 +74,14 @@ def main(argv: list[str] | None = None) -> int:
             elif "check" in old and all(old.get(k) == rec[k] for k in ("nodes", "batch", "optimizer")):
                 rec["check"] = old["check"]  # same graph size and batch; the recorded full check stays
             manifest["models"][rec["file"]] = rec
-            build.save_manifest(args.models_dir, manifest)
+            corpus_manifest.save_manifest(args.models_dir, manifest)
             chk = rec.get("check")
             status = "not checked" if chk is None else ("check ok" if chk["ok"] else "CHECK FAILED")
             if chk is not None and not (tiny or args.check_full):
                 status = "recorded check " + ("ok" if chk["ok"] else "failed")
             if chk is not None and not chk["ok"] and (tiny or args.check_full):  # checked in this run
                 failed.append(rec["file"])
-            print(f"{rec['file']:28s} {rec['nodes']:6d} nodes  {rec['parameter_bytes'] / 2**20:8.1f} MiB params  "
+            print(f"{rec['file']:28s} {rec['nodes']:6d} nodes  {mib(rec['parameter_bytes'], '8.1f')} MiB params  "
                   f"{status}  {time.perf_counter() - t0:6.1f} s", flush=True)
     print(f"done in {time.perf_counter() - t_all:.1f} s", flush=True)
     if failed:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 #: Ops whose output onnxruntime's allocation planner always puts in its first input's buffer (the kernels declare
 #: the alias), unless the output is a graph output. Seen with the recording allocator: such a node requests nothing
-#: (``docs/investigations/ort_aliasing.md``).
+#: (``docs/investigations/aliasing/ort_aliasing.md``).
 VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
 
 #: Ops whose kernels write element ``i`` of the output from element ``i`` of each same-shaped input only, so an
@@ -31,7 +31,11 @@ ELEMENTWISE = frozenset({
 #: Size nodes run first under PRIORITY_BASED order, control-flow nodes run their subgraphs as a whole.
 UNSCHEDULED_OPS = frozenset({"Constant", "Shape", "Size", "If", "Loop", "Scan"})
 
+#: onnxruntime's kSmallTensorExternalDataThreshold: initializers above this many bytes are held as tensors of their
+#: own, outside the session's allocator (seen with the recording allocator: ``tests/test_runtime_run.py``).
+SMALL_INITIALIZER = 127
+
 #: Arena alignment by execution provider: onnxruntime's CPU allocator aligns to 64 bytes, CUDA's to 256.
 DEFAULT_ALIGNMENT = {"cpu": 64, "cuda": 256}
 
-__all__ = ["DEFAULT_ALIGNMENT", "ELEMENTWISE", "UNSCHEDULED_OPS", "VIEW_OPS"]
+__all__ = ["DEFAULT_ALIGNMENT", "ELEMENTWISE", "SMALL_INITIALIZER", "UNSCHEDULED_OPS", "VIEW_OPS"]

@@ -14,7 +14,7 @@ of any of its views. The added inputs are data dependencies the graph
 already implies (the root's producer runs before the view), so no order
 changes. Without this rule the model counted a saved attention matrix
 twice (softmax output and its reshaped view, both read by the backward
-pass): +20% on the full-size BERT (``benchmarks/results/view_aliasing.md``).
+pass): +20% on the full-size BERT (``docs/investigations/aliasing/view_aliasing.md``).
 """
 
 from __future__ import annotations

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from olla_onnx.place.greedy import best_fit
+from olla_onnx.place.preorder import MINIMALLOC_PREORDERS
 from olla_onnx.place.problem import load_profile, max_load
 from olla_onnx.place.search import search_placement
 
@@ -107,9 +108,19 @@ class _Cover:
         return c[prefix[self.shi[c]] > prefix[self.slo[c]]]
 
 
-#: The default preorders of a window's search: (rank buffers by their lifetime
-#: inside the window?, the search's static preorders), tried in turn.
-WINDOW_TRIES: tuple[tuple[bool, tuple[str, ...]], ...] = ((False, ("WAT", "TAW", "TWA")),)
+@dataclass(frozen=True)
+class WindowTry:
+    """One node-limited search of a window: its preorders, measured on whole lifetimes or inside the window."""
+
+    #: Measure the preorders on the part of each lifetime inside the window
+    #: (the search's ``rank_span``) rather than on the whole lifetime.
+    rank_in_window: bool
+    #: The search's static preorders (:class:`~olla_onnx.place.preorder.Preorder`), round robin.
+    preorders: tuple[str, ...]
+
+
+#: The default tries of a window's search, in turn: MiniMalloc's preorders on whole lifetimes.
+WINDOW_TRIES: tuple[WindowTry, ...] = (WindowTry(rank_in_window=False, preorders=MINIMALLOC_PREORDERS),)
 
 
 def _solve_window(
@@ -122,7 +133,7 @@ def _solve_window(
     cap: int,
     span: tuple[int, int],
     deadline: float,
-    tries: tuple[tuple[bool, tuple[str, ...]], ...],
+    tries: tuple[WindowTry, ...],
     max_rounds: int,
     node_budget: int,
 ) -> np.ndarray | None:
@@ -133,16 +144,16 @@ def _solve_window(
     """
     sub = np.concatenate([free, fixed])
     given = np.concatenate([np.full(free.size, -1, dtype=np.int64), off[fixed]])
-    for rank_in_window, heuristics in tries:
+    for attempt in tries:
         left = deadline - time.perf_counter()
         if left <= 0:
             return None
         rounds = 1  # node limits 2n, 4n, ... per preorder and round, within the budget
-        while rounds < max_rounds and len(heuristics) * free.size * (2 ** (rounds + 2) - 2) <= node_budget:
+        while rounds < max_rounds and len(attempt.preorders) * free.size * (2 ** (rounds + 2) - 2) <= node_budget:
             rounds += 1
         res = search_placement(
-            lo[sub], up[sub], sz[sub], cap, time_limit=left, heuristics=heuristics,
-            max_rounds=rounds, fixed=given, rank_span=span if rank_in_window else None,
+            lo[sub], up[sub], sz[sub], cap, time_limit=left, preorders=attempt.preorders,
+            max_rounds=rounds, fixed=given, rank_span=span if attempt.rank_in_window else None,
         )
         if res.status == "feasible":
             assert res.offsets is not None
@@ -159,7 +170,7 @@ def place_by_windows(
     capacity: int,
     deadline: float,
     per_window: int = 200,
-    tries: tuple[tuple[bool, tuple[str, ...]], ...] = WINDOW_TRIES,
+    tries: tuple[WindowTry, ...] = WINDOW_TRIES,
     max_rounds: int = 4,
     node_budget: int = 8_000,
     merge_limit: int = 1500,

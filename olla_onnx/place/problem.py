@@ -1,20 +1,18 @@
-"""Placement problems: buffers with lifetimes, CSV I/O, the max-load bound and the checker.
+"""Placement problems: buffers with lifetimes, the max-load bound and the checker.
 
 A buffer ``i`` needs ``sizes[i]`` bytes on the half-open time interval
 ``[lower[i], upper[i])``. A placement gives every buffer an ``offset``; it is
 valid when two buffers alive at the same time never share a byte and every
-buffer lies inside ``[0, arena)``. The trace format is the MiniMalloc one:
-CSV ``id,lower,upper,size`` (a solution adds ``offset``).
+buffer lies inside ``[0, arena)``. :func:`check_placement` is the one checker
+of that (plans and the runtime use it too). Traces on disk (CSV) are
+:mod:`olla_onnx.formats.trace`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 from bisect import bisect_left, insort
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -99,14 +97,27 @@ def check_placement(
     offsets: np.ndarray,
     capacity: int | None = None,
     alignment: int = 1,
+    *,
+    names: Sequence[str] | None = None,
+    error: Callable[[str], Exception] = ValueError,
+    prefix: str = "",
 ) -> int:
     """Verify a placement and return its arena size ``max(offset + size)``.
 
-    Raises :class:`ValueError` naming the first two buffers alive at the same time
-    whose byte ranges overlap, a negative or misaligned offset, or a buffer that
-    ends above ``capacity``. Every pair alive together is alive at the later of
-    their start times, so checking each buffer against the buffers alive when it
-    starts covers all pairs; the alive set is kept sorted by offset.
+    Buffer ``i`` occupies bytes ``[offsets[i], offsets[i] + sizes[i])`` on the
+    time interval ``[lower[i], upper[i])``; sizes are ``>= 0``, buffers of size
+    0 take no bytes. Raises ``error(prefix + message)`` (``ValueError`` by
+    default) for the first defect found, checked in this order: a negative
+    offset, one not a multiple of ``alignment``, a buffer that ends above
+    ``capacity`` (each message says it "lies outside the arena"), then the
+    first two buffers alive at the same time whose byte ranges overlap.
+    Messages name buffers by ``repr(names[i])`` when ``names`` are given, else
+    by position.
+
+    Every pair alive together is alive at the later of their start times, so
+    checking each buffer against the buffers alive when it starts covers all
+    pairs; the alive set is kept sorted by offset and, being disjoint, needs
+    checking against a new buffer's two address neighbours only.
     O(n log n + n * k) for k buffers alive at once.
     """
     lower = np.asarray(lower, dtype=np.int64)
@@ -114,21 +125,36 @@ def check_placement(
     sizes = np.asarray(sizes, dtype=np.int64)
     offsets = np.asarray(offsets, dtype=np.int64)
     n = len(sizes)
+
+    def fail(message: str) -> Exception:
+        return error(prefix + message)
+
+    def label(i: int) -> str:
+        return repr(names[i]) if names is not None else str(i)
+
     if offsets.shape != (n,):
-        raise ValueError(f"{offsets.size} offsets for {n} buffers")
+        raise fail(f"{offsets.size} offsets for {n} buffers")
+    if names is not None and len(names) != n:
+        raise fail(f"{len(names)} names for {n} buffers")
     if n == 0:
         return 0
+    tops = offsets + sizes
     if (offsets < 0).any():
         i = int(np.flatnonzero(offsets < 0)[0])
-        raise ValueError(f"buffer {i} has a negative offset {int(offsets[i])}")
+        raise fail(
+            f"buffer {label(i)} has a negative offset {int(offsets[i])}: "
+            f"[{int(offsets[i])}, {int(tops[i])}) lies outside the arena"
+        )
     if alignment > 1 and (offsets % alignment).any():
         i = int(np.flatnonzero(offsets % alignment)[0])
-        raise ValueError(f"buffer {i}: offset {int(offsets[i])} is not a multiple of {alignment}")
-    tops = offsets + sizes
+        raise fail(f"buffer {label(i)}: offset {int(offsets[i])} is not a multiple of the alignment {alignment}")
     arena = int(tops.max())
     if capacity is not None and arena > capacity:
         i = int(np.argmax(tops))
-        raise ValueError(f"buffer {i} ends at {arena}, above the capacity {capacity}")
+        raise fail(
+            f"buffer {label(i)} ends at {arena}, above the capacity {capacity}: "
+            f"[{int(offsets[i])}, {arena}) lies outside the arena"
+        )
     # Events: starts sorted by time; ends removed lazily before each start.
     live = np.flatnonzero(sizes > 0)
     by_start = live[np.argsort(lower[live], kind="stable")]
@@ -147,83 +173,16 @@ def check_placement(
             e += 1
         key = (off_l[b], b)
         k = bisect_left(active, key)
-        if k > 0:
-            c = active[k - 1][1]
-            if top_l[c] > off_l[b]:
-                raise ValueError(f"buffers {c} and {b} are alive together at time {t} and overlap in bytes")
-        if k < len(active):
-            c = active[k][1]
-            if top_l[b] > off_l[c]:
-                raise ValueError(f"buffers {b} and {c} are alive together at time {t} and overlap in bytes")
+        # The neighbour below must end at or below b's offset, the one above start at or above b's top.
+        pair = None
+        if k > 0 and top_l[active[k - 1][1]] > off_l[b]:
+            pair = (active[k - 1][1], b)
+        elif k < len(active) and top_l[b] > off_l[active[k][1]]:
+            pair = (b, active[k][1])
+        if pair is not None:
+            raise fail(f"buffers {label(pair[0])} and {label(pair[1])} are alive together at time {t} and overlap in bytes")
         insort(active, key)
     return arena
-
-
-def read_trace(path: str | Path) -> tuple[Buffers, np.ndarray | None]:
-    """Read a trace CSV ``id,lower,upper,size[,offset]``; returns buffers and offsets (or ``None``).
-
-    Errors (missing file, missing column, non-integer field, negative size,
-    ``upper <= lower``) are :class:`OllaInputError` with the file and line.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise OllaInputError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise OllaInputError(f"{path}: cannot read it ({exc})") from None
-    return parse_trace(text, str(path))
-
-
-def parse_trace(text: str, name: str = "<trace>") -> tuple[Buffers, np.ndarray | None]:
-    """Parse trace CSV text (see :func:`read_trace`)."""
-    rows = csv.reader(io.StringIO(text))
-    header = next(rows, None)
-    if header is None:
-        raise OllaInputError(f"{name}: empty file; expected a header line 'id,lower,upper,size'")
-    cols = [h.strip().lower() for h in header]
-    need = ["id", "lower", "upper", "size"]
-    missing = [c for c in need if c not in cols]
-    if missing:
-        raise OllaInputError(f"{name}: header {','.join(header)!r} lacks column(s) {', '.join(missing)}; expected 'id,lower,upper,size'")
-    pos = {c: cols.index(c) for c in need}
-    has_off = "offset" in cols
-    if has_off:
-        pos["offset"] = cols.index("offset")
-    ids: list[str] = []
-    vals: dict[str, list[int]] = {c: [] for c in pos if c != "id"}
-    for line_no, row in enumerate(rows, start=2):
-        if not row or all(not f.strip() for f in row):
-            continue
-        if len(row) < len(cols):
-            raise OllaInputError(f"{name}:{line_no}: {len(row)} fields, expected {len(cols)}")
-        ids.append(row[pos["id"]].strip())
-        for c in vals:
-            field = row[pos[c]].strip()
-            try:
-                vals[c].append(int(field))
-            except ValueError:
-                raise OllaInputError(f"{name}:{line_no}: {c} {field!r} is not an integer") from None
-    try:
-        buffers = Buffers.build(ids, vals["lower"], vals["upper"], vals["size"])
-    except OllaInputError as exc:
-        raise OllaInputError(f"{name}: {exc}") from None
-    offsets = np.asarray(vals["offset"], dtype=np.int64) if has_off else None
-    return buffers, offsets
-
-
-def write_trace(path: str | Path, buffers: Buffers, offsets: np.ndarray | None = None) -> None:
-    """Write ``id,lower,upper,size[,offset]`` CSV."""
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(["id", "lower", "upper", "size"] + (["offset"] if offsets is not None else []))
-        lo, up, sz = buffers.lower.tolist(), buffers.upper.tolist(), buffers.sizes.tolist()
-        off = offsets.tolist() if offsets is not None else None
-        for i, name in enumerate(buffers.ids):
-            row = [name, lo[i], up[i], sz[i]]
-            if off is not None:
-                row.append(off[i])
-            w.writerow(row)
 
 
 def buffers_from_lifetimes(lt) -> Buffers:

@@ -45,10 +45,12 @@ Memory Allocator for Hardware-Accelerated Machine Learning", ASPLOS 2023):
   the rank hold for every preorder and survive the restarts. Keys are 128-bit
   BLAKE2 digests (a collision, odds ~2^-100, could only prune wrongly).
 
-The search runs several static preorders (MiniMalloc's WAT, TAW, TWA) round
-robin with a node limit that doubles, which tames heavy-tailed runs. Cost:
+The search runs several static preorders (MiniMalloc's WAT, TAW, TWA; see
+:mod:`olla_onnx.place.preorder`) round robin with a node limit that doubles,
+which tames heavy-tailed runs. Cost:
 exponential in the worst case; each node costs O(n + S) numpy work
-(about 4,000-6,000 nodes per second on the challenging suite).
+(about 4,000-6,000 nodes per second on the challenging suite). The sections,
+their totals and the overlap lists are built by :mod:`olla_onnx.place.sections`.
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+
+from olla_onnx.place.preorder import MINIMALLOC_PREORDERS, PreorderMeasures
+from olla_onnx.place.sections import Sections
 
 OK, NOT_FOUND = 0, 1
 _BIG = np.int64(2**62)
@@ -94,20 +99,6 @@ class SearchResult:
     seconds: float
 
 
-def _preorder_keys(cols: dict[str, np.ndarray], heuristic: str) -> np.ndarray:
-    """Rank of each buffer under a static preorder (descending by each letter, ties by index).
-
-    Letters: W lifetime width, A area, T largest section total the buffer
-    sees, Z size, L start, U end (MiniMalloc's names).
-    """
-    width = cols["W"]
-    keys = [np.arange(width.size)] + [-cols[c] for c in reversed(heuristic)]
-    order = np.lexsort(keys)
-    rank = np.empty(width.size, dtype=np.int64)
-    rank[order] = np.arange(width.size)
-    return rank
-
-
 class _Solver:
     def __init__(
         self,
@@ -123,53 +114,13 @@ class _Solver:
         self.n = n
         self.cap = int(capacity)
         self.deadline = deadline
-        times = np.unique(np.concatenate([lower, upper]))
-        self.slo = np.searchsorted(times, lower).astype(np.int64)
-        self.shi = np.searchsorted(times, upper).astype(np.int64)
-        self.S = max(times.size - 1, 0)
         self.sz = sizes.astype(np.int64)
-        # Overlap lists: i and j overlap iff lower_i < upper_j and lower_j < upper_i.
-        self.nbrs: list[np.ndarray] = []
-        for i in range(n):
-            m = (lower < upper[i]) & (upper > lower[i])
-            m[i] = False
-            self.nbrs.append(np.flatnonzero(m))
-        total0 = np.zeros(self.S + 1, dtype=np.int64)
-        np.add.at(total0, self.slo, self.sz)
-        np.add.at(total0, self.shi, -self.sz)
-        self.total0 = np.cumsum(total0)[: self.S]
-        cuts = np.zeros(self.S + 1, dtype=np.int64)  # cuts[k]: buffers spanning boundary k|k+1
-        inner = self.shi - self.slo > 1
-        np.add.at(cuts, self.slo[inner], 1)
-        np.add.at(cuts, self.shi[inner] - 1, -1)
-        self.cuts0 = np.cumsum(cuts)[: max(self.S - 1, 0)]
-        # Preorder measures, taken inside ``rank_span`` when one is given (a
-        # window of a bigger problem: what lies outside it is not ranked).
-        if rank_span is not None:
-            r_lo = np.minimum(np.maximum(lower, rank_span[0]), upper - 1)
-            r_up = np.maximum(np.minimum(upper, rank_span[1]), r_lo + 1)
-        else:
-            r_lo, r_up = lower, upper
-        self.rslo = np.searchsorted(times, r_lo, side="right").astype(np.int64) - 1
-        self.rshi = np.maximum(np.searchsorted(times, r_up).astype(np.int64), self.rslo + 1)
-        self.width = (r_up - r_lo).astype(np.int64)
-        self.area = self.width * self.sz
-        self.maxtotal = np.array(
-            [self.total0[self.rslo[i] : self.rshi[i]].max() for i in range(n)], dtype=np.int64
-        ) if n else np.zeros(0, dtype=np.int64)
-        # Section membership as a flat array (section s owns memb[ptr[s]:ptr[s+1]]),
-        # for the unplaced-floor rule.
-        if self.S:
-            span = self.shi - self.slo
-            owner = np.repeat(np.arange(n), span)
-            sec = np.arange(int(span.sum())) - np.repeat(np.cumsum(span) - span, span) + np.repeat(self.slo, span)
-            o = np.lexsort((owner, sec))
-            self.memb = owner[o]
-            self.ptr = np.searchsorted(sec[o], np.arange(self.S + 1))
-        else:
-            self.memb = np.zeros(0, dtype=np.int64)
-            self.ptr = np.zeros(1, dtype=np.int64)
-        self.cols = {"W": self.width, "A": self.area, "T": self.maxtotal, "Z": self.sz, "L": lower, "U": upper}
+        sec = Sections.build(lower, upper, self.sz)
+        self.sections = sec
+        self.slo, self.shi, self.S = sec.first, sec.stop, sec.count
+        self.nbrs, self.total0, self.cuts0 = sec.neighbours, sec.total, sec.crossings
+        self.memb, self.ptr = sec.members, sec.ptr
+        self.measures = PreorderMeasures(lower, upper, self.sz, sec.times, self.total0, rank_span)
         self.memo_any: dict[bytes, int] = {}
         self.memo_pre: dict[bytes, tuple[int, int]] = {}
         self.nodes = 0
@@ -184,21 +135,9 @@ class _Solver:
         self.fixed_rank[fidx] = np.arange(fidx.size) - fidx.size
         self.root_pre = -fidx.size - 1
 
-    def partitions(self) -> list[tuple[np.ndarray, int, int]]:
-        """Independent groups: sections split where no buffer spans the boundary."""
-        if self.n == 0:
-            return []
-        cutpoints = [0] + (np.flatnonzero(self.cuts0 == 0) + 1).tolist() + [self.S]
-        out = []
-        for a, b in zip(cutpoints[:-1], cutpoints[1:]):
-            idx = np.flatnonzero((self.slo >= a) & (self.slo < b))
-            if idx.size:
-                out.append((idx, a, b))
-        return out
-
-    def reset(self, heuristic: str) -> None:
-        self.heuristic = heuristic
-        self.pre = _preorder_keys(self.cols, heuristic)
+    def reset(self, preorder: str) -> None:
+        self.preorder = preorder
+        self.pre = self.measures.ranks(preorder)
         if self.any_fixed:
             self.pre[self.is_fixed] = self.fixed_rank[self.is_fixed]
         self.mo = np.zeros(self.n, dtype=np.int64)
@@ -210,11 +149,7 @@ class _Solver:
 
     def _rerank(self, sub: np.ndarray) -> np.ndarray:
         """Preorder ranks for the buffers ``sub`` with today's section totals ('T')."""
-        total, slo, shi = self.total, self.rslo, self.rshi
-        t = np.array([total[s0:s1].max() for s0, s1 in zip(slo[sub].tolist(), shi[sub].tolist())], dtype=np.int64)
-        cols = {k: v[sub] for k, v in self.cols.items() if k != "T"}
-        cols["T"] = t
-        rank = _preorder_keys(cols, self.heuristic)
+        rank = self.measures.ranks_now(sub, self.total, self.preorder)
         if self.any_fixed:
             fx = self.is_fixed[sub]
             rank[fx] = self.fixed_rank[sub[fx]]
@@ -407,7 +342,7 @@ def search_placement(
     sizes: np.ndarray,
     capacity: int,
     time_limit: float = 60.0,
-    heuristics: tuple[str, ...] = ("WAT", "TAW", "TWA"),
+    preorders: tuple[str, ...] = MINIMALLOC_PREORDERS,
     max_rounds: int | None = None,
     fixed: np.ndarray | None = None,
     rank_span: tuple[int, int] | None = None,
@@ -420,7 +355,8 @@ def search_placement(
     offset 0. Independent time windows (no buffer spans their boundary) are
     solved separately. Cost: exponential in the worst case, bounded by
     ``time_limit`` seconds (then ``"timeout"``). Each round runs every
-    heuristic once with a node limit that doubles per round (starting at twice
+    preorder of ``preorders`` (:class:`~olla_onnx.place.preorder.Preorder`
+    members or letter strings) once with a node limit that doubles per round (starting at twice
     the buffers); ``max_rounds`` caps the rounds (then ``"timeout"`` too), so
     ``max_rounds=1`` is a quick set of near-greedy dives. ``fixed`` gives
     offsets for buffers that must stay where they are (-1: free to place); the
@@ -449,7 +385,7 @@ def search_placement(
     old_limit = sys.getrecursionlimit()
     sys.setrecursionlimit(max(old_limit, 4 * solver.n + 1000))
     try:
-        for P, a, b in solver.partitions():
+        for P, a, b in solver.sections.partitions():
             limit = max(P.size, 16) * first_limit / 2
             solved = False
             rounds = 0
@@ -458,8 +394,8 @@ def search_placement(
                     return SearchResult("timeout", None, solver.nodes, time.perf_counter() - t0)
                 rounds += 1
                 limit *= 2
-                for h in heuristics:
-                    solver.reset(h)
+                for preorder in preorders:
+                    solver.reset(preorder)
                     solver.budget = int(limit)
                     try:
                         st = solver.dfs(P, a, b, 0, solver.root_pre)

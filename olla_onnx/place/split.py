@@ -31,6 +31,7 @@ import time
 import numpy as np
 
 from olla_onnx.place.greedy import best_fit
+from olla_onnx.place.preorder import MINIMALLOC_PREORDERS
 from olla_onnx.place.problem import max_load
 from olla_onnx.place.search import search_placement
 
@@ -44,7 +45,7 @@ MAX_CANDIDATES = 4
 #: of the time they did, which the steps after the split need on tiny models.
 SPLIT_ROUNDS = 1
 #: The search's preorders, each dived once per candidate (no long search follows).
-DIVE_PREORDERS = ("WAT", "TAW", "TWA")
+DIVE_PREORDERS = MINIMALLOC_PREORDERS
 
 
 def split_candidates(lower: np.ndarray, upper: np.ndarray, sizes: np.ndarray, goal: int) -> list[tuple[int, int, int]]:
@@ -104,8 +105,8 @@ def place_split(
     refuted: set[int] = set()
     # One dive (at most 2n nodes) per preorder and candidate, preorder
     # by preorder: the search either lands at once or is lost in a heavy tail.
-    tries = [(c, small_load, h) for h in DIVE_PREORDERS for c, _, small_load in cands]
-    for c, small_load, h in tries:
+    tries = [(c, small_load, preorder) for preorder in DIVE_PREORDERS for c, _, small_load in cands]
+    for c, small_load, preorder in tries:
         left = deadline - time.perf_counter()
         if left <= 0 or (best_off is not None and best_arena <= goal):
             break
@@ -113,7 +114,7 @@ def place_split(
             continue
         big = np.flatnonzero(sizes >= c)
         res = search_placement(
-            lower[big], upper[big], sizes[big], goal - small_load, time_limit=left, heuristics=(h,), max_rounds=SPLIT_ROUNDS
+            lower[big], upper[big], sizes[big], goal - small_load, time_limit=left, preorders=(preorder,), max_rounds=SPLIT_ROUNDS
         )
         if res.status == "infeasible":
             refuted.add(c)  # proven: the big ones do not fit below the band

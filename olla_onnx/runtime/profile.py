@@ -16,14 +16,11 @@ from typing import Any, Mapping
 import numpy as np
 import onnx
 
-from olla_onnx.runtime.feeds import random_feeds as _random_feeds
+from olla_onnx.runtime.feeds import random_feeds
 
 _PREFIX = "__olla_node_"
-
-
-def random_feeds(model: onnx.ModelProto, dims: Mapping[str, int] | None = None, seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded inputs for profiling; symbolic dimensions default to 1 (see :mod:`olla_onnx.runtime.feeds`)."""
-    return _random_feeds(model, dims, seed, default_dim=1)
+#: Value of a symbolic dimension no ``dims`` pin in the feeds made for profiling.
+PROFILE_DIM = 1
 
 
 def profiled_node_names(
@@ -35,7 +32,8 @@ def profiled_node_names(
     """Run one inference with profiling on; return the names of the nodes run, in execution order.
 
     ``sess_options`` is an ``onnxruntime.SessionOptions`` (profiling is turned
-    on in it). ``feeds`` default to :func:`random_feeds`. Subgraph nodes appear
+    on in it). ``feeds`` default to :func:`~olla_onnx.runtime.feeds.random_feeds` (seed 0, symbolic
+    dimensions :data:`PROFILE_DIM`). Subgraph nodes appear
     too (under their own names); nodes onnxruntime folded away do not.
     """
     import onnxruntime as ort
@@ -52,7 +50,7 @@ def profiled_node_names(
             proto = model if isinstance(model, onnx.ModelProto) else (
                 onnx.load_from_string(model) if isinstance(model, bytes) else onnx.load(str(model), load_external_data=False)
             )
-            feeds = random_feeds(proto)
+            feeds = random_feeds(proto, default_dim=PROFILE_DIM)
         sess.run(None, dict(feeds))
         events = json.loads(Path(sess.end_profiling()).read_text())
     node_events = [e for e in events if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time")]
@@ -86,7 +84,9 @@ def profiled_order(
         execution_order
     ]
     so.intra_op_num_threads = 1
-    names = profiled_node_names(work, so, feeds if feeds is not None else random_feeds(model, dims))
+    if feeds is None:
+        feeds = random_feeds(model, dims, default_dim=PROFILE_DIM)
+    names = profiled_node_names(work, so, feeds)
     out = []
     seen = set()
     for nm in names:

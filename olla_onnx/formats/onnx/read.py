@@ -254,11 +254,9 @@ def graph_from_model(
     if not _is_topological(model, inputs, resident):
         sk = _skeleton(model, names, inputs, resident)  # raises a GraphError for cycles and dangling inputs
         # acyclic but listed out of order: infer shapes on a topologically sorted copy
-        sorted_model = ModelProto()
-        sorted_model.CopyFrom(model)
-        del sorted_model.graph.node[:]
-        sorted_model.graph.node.extend(model.graph.node[i] for i in sk.topological_order())
-        types = infer_types(sorted_model, dims, label)
+        from olla_onnx.formats.onnx.write import reordered_model  # (write imports this module)
+
+        types = infer_types(reordered_model(model, sk.topological_order()), dims, label)
     else:
         types = infer_types(model, dims, label)
 

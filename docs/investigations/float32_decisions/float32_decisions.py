@@ -1,7 +1,7 @@
 """Where the float32 step of a ReLU net departs from the exact step: flipped decisions, not rounding growth.
 
-    nice python benchmarks/float32_decisions.py --only resnet18.onnx
-    nice python benchmarks/float32_decisions.py --only resnet50_tiny.onnx --seed 1 --point seeded
+    nice python docs/investigations/float32_decisions/float32_decisions.py --only resnet18.onnx
+    nice python docs/investigations/float32_decisions/float32_decisions.py --only resnet50_tiny.onnx --seed 1 --point seeded
 
 For one corpus graph (PyTorch only, no onnxruntime), at the seeded point
 (`compare.make_inputs`) or at the check's moved point (`build.check_inputs`,
@@ -17,8 +17,8 @@ For one corpus graph (PyTorch only, no onnxruntime), at the seeded point
 If (3) agrees with (1) to float32 rounding while (2) does not, the whole
 disagreement is the few flipped decisions. Also counted at the float64 forward:
 ReLU inputs within 1e-6 / 1e-5 (relative to the layer's max) of a kink and
-max-pool windows whose top-2 gap is below that. Results:
-benchmarks/results/float32_decisions.json and .md. One model per subprocess.
+max-pool windows whose top-2 gap is below that. Results: float32_decisions.json and .md
+beside this script (the write-up: README.md). One model per subprocess.
 """
 
 from __future__ import annotations
@@ -31,11 +31,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[2]  # the repository
 MODELS = ROOT / "models"
-RESULTS = ROOT / "benchmarks" / "results" / "float32_decisions.json"
+RESULTS = HERE / "float32_decisions.json"
 
 
 class _Decisions:
@@ -151,10 +150,10 @@ def run_one(fname: str, seed: int, point: str) -> dict:
 
 
 def _md(results: dict) -> str:
-    from olla_onnx.export.build import decisions_table
+    from olla_onnx.export.manifest import decisions_table
 
     return ("# float32 vs float64 PyTorch steps: flipped decisions\n\n"
-            "From `benchmarks/float32_decisions.py` (see its docstring; command per row in the JSON); max relative "
+            "From `docs/investigations/float32_decisions/float32_decisions.py` (see its docstring; command per row in the JSON); max relative "
             "error over updated parameters, and in brackets over the step `param_out - param`.\n\n"
             + decisions_table(results) + "\n")
 
@@ -182,7 +181,7 @@ def main() -> int:
                 print(f"{fname} {point}: failed: {(proc.stderr.strip().splitlines() or ['no output'])[-1]}", flush=True)
                 continue
             res = json.loads(line[len("RESULT "):])
-            res["command"] = f"nice python benchmarks/float32_decisions.py --only {fname} --seed {args.seed} --point {point}"
+            res["command"] = f"nice python docs/investigations/float32_decisions/float32_decisions.py --only {fname} --seed {args.seed} --point {point}"
             results[f"{fname} seed {args.seed} {point}"] = res
             RESULTS.write_text(json.dumps(results, indent=1) + "\n")
             RESULTS.with_suffix(".md").write_text(_md(results))

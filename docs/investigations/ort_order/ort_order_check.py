@@ -1,12 +1,14 @@
 """Check the onnxruntime default-order emulation against the order onnxruntime's profiler shows.
 
-Usage: python benchmarks/ort_order_check.py [MODEL.onnx ...] [--out benchmarks/results/ort_order_check.md]
+Usage: python docs/investigations/ort_order/ort_order_check.py [MODEL.onnx ...] [--torch] [--out FILE.md]
 
-With no models given: every models/*.onnx, the graphs built in tests/onnx_models.py
-and, when torch is importable, small torch modules exported both with the dynamo
-and the TorchScript exporter. For each graph: the emulated order (Constant nodes
+With no models given: every models/*.onnx and, when torch is importable, small torch
+modules exported both with the dynamo and the TorchScript exporter (``--torch`` adds
+those to the models given). For each graph: the emulated order (Constant nodes
 dropped) vs the profiled order of an ORT_DISABLE_ALL + DEFAULT session, and the
 profiled order of an ORT_DISABLE_ALL + PRIORITY_BASED session vs the file order.
+The graphs built with onnx.helper in the tests (tests/onnx_models.py and others) get
+the same check in ``tests/test_ort_order.py``. The write-up: README.md beside this script.
 """
 
 from __future__ import annotations
@@ -20,13 +22,11 @@ from pathlib import Path
 import onnx
 import onnxruntime
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+from olla_onnx.formats.onnx.read import load_onnx
+from olla_onnx.ort_facts.default_order import file_order, ort_default_order, ort_priority_order
+from olla_onnx.runtime.profile import profiled_order
 
-from olla_onnx.formats.onnx.read import graph_from_model, load_onnx  # noqa: E402
-from olla_onnx.runtime.profile import profiled_order  # noqa: E402
-from olla_onnx.ort_facts.default_order import file_order, ort_default_order, ort_priority_order  # noqa: E402
+ROOT = Path(__file__).resolve().parents[3]  # the repository: models/
 
 
 def torch_models(tmp: Path) -> list[Path]:
@@ -78,26 +78,24 @@ def check(label: str, graph, model: onnx.ModelProto) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("models", nargs="*", type=Path)
+    ap.add_argument("--torch", action="store_true", help="also the torch exports with models given (always without)")
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        paths = a.models or sorted((ROOT / "models").glob("*.onnx")) + torch_models(Path(tmp))
+        paths = a.models or sorted((ROOT / "models").glob("*.onnx"))
+        if a.torch or not a.models:
+            paths = paths + torch_models(Path(tmp))
         for p in paths:
             g, _ = load_onnx(p)
             rows.append(check(p.name, g, onnx.load(str(p))))
-        if not a.models:
-            import onnx_models as M
-
-            for name, m in [("built: mlp_training", M.mlp_training()), ("built: transformer_block", M.transformer_block()),
-                            ("built: resnet_blocks", M.resnet_block())]:  # fmt: skip
-                rows.append(check(name, graph_from_model(m), m))
+    given = "".join(f" {p}" for p in a.models) + (" --torch" if a.torch else "") + (f" --out {a.out}" if a.out else "")
     head = [
         "# onnxruntime default order: emulation vs profiler",
         "",
-        f"Command: `python benchmarks/ort_order_check.py{' --out ' + str(a.out) if a.out else ''}`  ",
+        f"Command: `python docs/investigations/ort_order/ort_order_check.py{given}`  ",
         f"onnxruntime {onnxruntime.__version__}, onnx {onnx.__version__}, Python {platform.python_version()}, {platform.machine()}",
         "",
         "Sessions use ORT_DISABLE_ALL, one intra-op thread, CPU. Nodes ran = profiler kernel events of top-level nodes",

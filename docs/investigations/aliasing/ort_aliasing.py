@@ -7,28 +7,25 @@ second run's requests are counted. Three requests (``a``, ``b``, ``y``) mean OP'
 has its own buffer; two mean it shares ``a``'s. A second model makes ``a`` also read by a
 later node (``a`` then lives past OP): an alias op (a view: onnxruntime's kernel declares
 it) still shares, an in-place op (the kernel *may* reuse a buffer whose last reader it is)
-does not. The memory model (:mod:`olla_onnx.formats.onnx.read`) models the views; the
+does not. The memory model (:func:`olla_onnx.passes.views.alias_views`) models the views; the
 in-place kernels are not modelled (they lower only the live bytes of the node's own step,
 and only in orders where the node is its input's last reader).
 
-Usage: ``nice python benchmarks/ort_aliasing.py`` (seconds; writes
-``benchmarks/results/ort_aliasing.md``).
+Usage: ``nice python docs/investigations/aliasing/ort_aliasing.py`` (seconds; writes
+``ort_aliasing.md`` beside it; the write-up: ``README.md``).
 """
 
 from __future__ import annotations
 
+import argparse
 import platform
-import sys
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from olla_onnx.ort_facts import VIEW_OPS
 
-from olla_onnx.ort_facts import VIEW_OPS  # noqa: E402
-
-OUT = ROOT / "benchmarks" / "results" / "ort_aliasing.md"
+OUT = Path(__file__).resolve().parent / "ort_aliasing.md"
 
 
 def _requests(nodes, inits, x: np.ndarray, outputs: list[str]) -> int:
@@ -83,6 +80,9 @@ def main() -> None:
     import onnxruntime as ort
     from onnx import helper as h
 
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=OUT, help="markdown to write (default: ort_aliasing.md beside the script)")
+    args = ap.parse_args()
     x = np.random.default_rng(0).uniform(0.1, 1.0, (8, 16)).astype(np.float32)
     rows = []
     for label, ops, inits in cases():
@@ -96,17 +96,17 @@ def main() -> None:
     lines = [
         "# onnxruntime CPU kernels that write into their input's buffer (planned session, its reuse off)",
         "",
-        f"`nice python benchmarks/ort_aliasing.py` ({platform.machine()}, onnxruntime {ort.__version__}); "
+        f"`nice python docs/investigations/aliasing/ort_aliasing.py` ({platform.machine()}, onnxruntime {ort.__version__}); "
         "method in the script's docstring. *shared, last reader*: requests saved when OP is its input's last "
         "reader; *shared, input read later*: when another node reads the input after OP. Views (both 1) are "
-        "modelled by the memory model (`alias_views` in `olla_onnx/frontends/onnx.py`, ops "
+        "modelled by the memory model (`alias_views` in `olla_onnx/passes/views.py`, ops "
         f"{', '.join(sorted(VIEW_OPS))}); in-place kernels (1, then 0) are not.",
         "",
         "| op | shared, last reader | shared, input read later |",
         "|---|---:|---:|",
     ]
     lines += [f"| {label} | {a} | {k} |" for label, a, k in rows]
-    OUT.write_text("\n".join(lines) + "\n")
+    args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

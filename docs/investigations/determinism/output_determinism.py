@@ -17,14 +17,14 @@ Two causes are tested, each against plain onnxruntime sessions (no olla-onnx all
    thread that repeats run to run names the graph rewrites (fusions); a difference between
    the orders names the order.
 
-Results go to ``benchmarks/results/output_determinism.json`` (one row per call, replaced) and
-``--report`` writes ``output_determinism.md``. Each session runs in a child process and outputs
+Results go to ``output_determinism.json`` beside this script (one row per call, replaced) and
+``--report`` writes ``output_determinism.md`` there (the write-up: ``README.md``). Each session runs in a child process and outputs
 pass through files (one process holding all sessions reached 23 GiB on ViT-B/16); a child needs up to
 about 10 GiB: run a full-size model under the shared lock, one model per call::
 
-    nice python benchmarks/output_determinism.py --scatter
-    flock /tmp/olla-heavy.lock nice python benchmarks/output_determinism.py --models gpt2
-    python benchmarks/output_determinism.py --report
+    nice python docs/investigations/determinism/output_determinism.py --scatter
+    flock /tmp/olla-heavy.lock nice python docs/investigations/determinism/output_determinism.py --models gpt2
+    python docs/investigations/determinism/output_determinism.py --report
 """
 
 from __future__ import annotations
@@ -40,13 +40,12 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from olla_onnx.runtime.measure import compare_outputs, relative_diff
+from olla_onnx.runtime.feeds import random_feeds
 
-from olla_onnx.runtime.feeds import random_feeds  # noqa: E402
-from olla_onnx.run import compare_outputs, relative_diff  # noqa: E402
-
-RESULTS = ROOT / "benchmarks" / "results"
+HERE = Path(__file__).resolve().parent  # results beside the script
+ROOT = HERE.parents[2]  # the repository: models/
+RESULTS = HERE
 
 
 def _session(model_bytes: bytes, level: str, threads: int, priority: bool = False):
@@ -207,7 +206,7 @@ def write_report(rows: dict[str, Any], out: Path) -> None:
     lines = [
         "# Output differences between onnxruntime sessions (#7): thread races and graph rewrites",
         "",
-        "Written by `python benchmarks/output_determinism.py --report` from `output_determinism.json`; "
+        "Written by `python docs/investigations/determinism/output_determinism.py --report` from `output_determinism.json`; "
         "commands in the script's docstring. " + f"{platform.machine()}, onnxruntime {ort.__version__}, plain "
         "onnxruntime sessions only (no olla-onnx allocator, no reordering): what differs here differs "
         "without olla-onnx.",
