@@ -76,7 +76,7 @@ class OptimizeResult:
         return max(padding, 0) / transient if transient > 0 else 0.0
 
     def report(self) -> dict[str, Any]:
-        """The ``--report-json`` object (DESIGN.md keys first, then extras)."""
+        """The ``--report-json`` object (the contract keys of docs/design.md first, then extras)."""
         out: dict[str, Any] = {
             "nodes": self.nodes,
             "resident_bytes": self.resident_bytes,

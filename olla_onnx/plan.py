@@ -36,9 +36,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from olla_onnx.errors import GraphError, PlanError
+from olla_onnx.files import read_json
 from olla_onnx.ir.graph import Graph
-from olla_onnx.passes.inplace import InplacePair, apply_inplace, is_order_token
 from olla_onnx.ir.memory import lifetimes
+from olla_onnx.passes.inplace import InplacePair, apply_inplace, is_order_token
 from olla_onnx.place import check_placement
 
 PLAN_FORMAT = "olla-onnx-plan"
@@ -234,12 +235,7 @@ def save_plan(plan: Plan, path: Path) -> None:
 def load_plan(path: Path, graph: Graph | None = None) -> Plan:
     """Read a plan; with ``graph``, also :func:`check_plan` it. Any defect is a :class:`PlanError`."""
     path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PlanError(f"plan file {path} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PlanError(f"plan file {path} is not valid JSON (truncated or corrupt?): {exc}") from None
+    raw = read_json(path, "plan file", PlanError)
     try:
         if raw.get("format") != PLAN_FORMAT:
             raise PlanError(f"{path} is not an olla-onnx plan (format {raw.get('format')!r})")

@@ -87,7 +87,7 @@ class RunReport:
         return self.peak_planned_bytes / self.peak_ort_default_bytes if self.peak_ort_default_bytes else float("nan")
 
     def report(self) -> dict[str, Any]:
-        """The ``--report-json`` object: DESIGN.md's keys, then the details."""
+        """The ``--report-json`` object: the contract keys of docs/design.md, then the details."""
         out = asdict(self)
         out["ratio"] = self.ratio
         out["seconds"] = round(self.seconds, 3)

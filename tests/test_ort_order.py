@@ -96,7 +96,7 @@ def test_default_order_is_not_the_file_order():
 
 @pytest.mark.parametrize("name", list(HANDMADE))
 def test_priority_based_order_is_the_file_order(name):
-    """DESIGN.md: ORT_DISABLE_ALL + PRIORITY_BASED runs the nodes in file order (no Shape/Size nodes here)."""
+    """docs/design.md: ORT_DISABLE_ALL + PRIORITY_BASED runs the nodes in file order (no Shape/Size nodes here)."""
     m = HANDMADE[name]()
     g = graph_from_model(m)
     assert profiled_order(m, "priority") == without_constants(g, file_order(g))

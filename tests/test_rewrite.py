@@ -63,7 +63,7 @@ def test_only_the_node_order_changes(tmp_path):
 @settings(max_examples=20, deadline=None)
 @given(st.integers(1, 30), st.integers(0, 10**6))
 def test_onnxruntime_runs_the_written_order_under_priority_based(n, seed):
-    """DESIGN.md's claim, checked with the profiler: ORT_DISABLE_ALL + PRIORITY_BASED runs file order."""
+    """docs/design.md's claim, checked with the profiler: ORT_DISABLE_ALL + PRIORITY_BASED runs file order."""
     m = M.random_dag(n, seed)
     g = graph_from_model(m)
     order = random_topological_order(g, seed)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 from olla_onnx.errors import OllaInputError
-from olla_onnx.files import refuse_input_path
+from olla_onnx.files import read_json, refuse_input_path
 from olla_onnx.formats import LoadedModel
 from olla_onnx.ir.graph import Graph, Node, Tensor, TensorKind
 
@@ -25,12 +25,7 @@ _KINDS = {k.value for k in TensorKind}
 def read_node_link(path: Path) -> dict[str, Any]:
     """Parse the JSON file; a missing or malformed file is an :class:`OllaInputError`."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise OllaInputError(f"{path} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise OllaInputError(f"{path} is not valid JSON: {exc}") from None
+    data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("nodes"), list):
         raise OllaInputError(f"{path} is not a networkx node-link graph (no 'nodes' list)")
     return data

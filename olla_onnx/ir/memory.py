@@ -1,6 +1,6 @@
 """The memory model: simulate an order, tensor lifetimes, and sound lower bounds.
 
-Memory model (DESIGN.md): resident tensors (no producer) are live all step. A
+Memory model (docs/design.md): resident tensors (no producer) are live all step. A
 node's outputs appear when it runs; while it runs its inputs and outputs are
 all live. A tensor dies after its last consumer ran; a graph output lives to
 the end; a tensor nobody reads dies right after its producer. ``peak(order)``
