@@ -32,7 +32,7 @@ Modules: :mod:`.memory` (raw host and CUDA memory, the alignment),
 
 from olla_onnx.runtime.allocator.arena import ArenaAllocator, ArenaStats
 from olla_onnx.runtime.allocator.env import Backend, EnvAllocator, env_allocator
-from olla_onnx.runtime.allocator.memory import ALIGNMENT, CudaMemory, HostMemory, Memory, round_up
+from olla_onnx.runtime.allocator.backends import ALIGNMENT, CudaMemory, HostMemory, Memory, round_up
 from olla_onnx.runtime.allocator.planning import TracePlan, greedy_offsets, plan_trace
 from olla_onnx.runtime.allocator.recording import AllocTrace, EventLog, RecordingAllocator
 

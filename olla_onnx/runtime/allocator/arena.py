@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from olla_onnx.runtime.allocator.memory import HostMemory, Memory, round_up
+from olla_onnx.runtime.allocator.backends import HostMemory, Memory, round_up
 from olla_onnx.runtime.allocator.planning import TracePlan
 from olla_onnx.runtime.allocator.recording import EventLog
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from olla_onnx.place import place
 from olla_onnx.place.problem import Buffers, check_placement
-from olla_onnx.runtime.allocator.memory import ALIGNMENT, round_up
+from olla_onnx.runtime.allocator.backends import ALIGNMENT, round_up
 from olla_onnx.runtime.allocator.recording import AllocTrace
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from olla_onnx.runtime.allocator.memory import HostMemory, Memory
+from olla_onnx.runtime.allocator.backends import HostMemory, Memory
 
 
 @dataclass(frozen=True)
