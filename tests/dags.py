@@ -7,6 +7,7 @@ import itertools
 from hypothesis import strategies as st
 
 from olla_onnx.ir.graph import Graph, Node, Tensor, TensorKind
+from olla_onnx.ort_facts import VIEW_OPS
 
 
 @st.composite
@@ -96,3 +97,16 @@ def reference_peak(graph: Graph, order: list[int]) -> int:
 
 
 __all__ = ["random_graphs", "all_topological_orders", "random_topological_order", "reference_peak", "itertools"]
+
+
+def views_of(g: Graph, name: str) -> set[str]:
+    """``name`` and every tensor that onnxruntime's views (:data:`~olla_onnx.ort_facts.VIEW_OPS`) make of it."""
+    out, todo = {name}, [name]
+    while todo:
+        t = todo.pop()
+        for c in g.consumers[t]:
+            node = g.nodes[c]
+            if node.op_type in VIEW_OPS and node.inputs[0] == t:
+                out.update(node.outputs)
+                todo.extend(node.outputs)
+    return out

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dags import all_topological_orders, random_topological_order
+from dags import all_topological_orders, random_topological_order, views_of
 from olla_onnx.errors import GraphError, OllaInputError, PlanError
 from olla_onnx.ir.graph import Graph, Node, Tensor, TensorKind, check_order, is_topological
 from olla_onnx.passes.inplace import (
@@ -67,24 +67,12 @@ def update_graphs(draw, max_nodes: int = 7, max_params: int = 2) -> Graph:
     return Graph.build(nodes, tensors, outputs)
 
 
-def _views(g: Graph, name: str) -> set[str]:
-    out, todo = {name}, [name]
-    while todo:
-        t = todo.pop()
-        for c in g.consumers[t]:
-            node = g.nodes[c]
-            if node.op_type == "Reshape" and node.inputs[0] == t:
-                out.update(node.outputs)
-                todo.extend(node.outputs)
-    return out
-
-
 def aliasing_is_safe(g: Graph, pairs, order) -> bool:
     """Aliased semantics written plainly: no reader of an input (or a view of it) after the update."""
     pos = {v: s for s, v in enumerate(order)}
     for p in pairs:
         prod = g.producer[p.output]
-        for t in _views(g, p.input):
+        for t in views_of(g, p.input):
             for c in g.consumers[t]:
                 if c != prod and pos[c] > pos[prod]:
                     return False
@@ -218,7 +206,8 @@ def test_tokens_of_all_pairs_together_never_close_a_cycle():
 
 def test_explicit_pairs_and_naming_rules():
     g = _g([Node("u", "Sub", ("param.w",), ("new_w",))], {}, ["new_w"])
-    assert not find_inplace_pairs(g).pairs  # no rule pairs these names
+    assert not find_inplace_pairs(g, dataflow=False).pairs  # no rule pairs these names
+    assert find_inplace_pairs(g).pairs == (InplacePair("param.w", "new_w", 8),)  # the dataflow does
     s = find_inplace_pairs(g, [("param.w", "new_w")])
     assert s.pairs == (InplacePair("param.w", "new_w", 8),)
     with pytest.raises(OllaInputError, match="no tensor 'nope'"):

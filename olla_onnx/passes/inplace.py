@@ -1,7 +1,7 @@
 """In-place updates: a graph output written over the resident input it replaces.
 
 A training step reads parameters and optimizer state (resident graph inputs)
-and returns their updated values (graph outputs). Under DESIGN.md's memory
+and returns their updated values (graph outputs). Under the memory model (docs/design.md)
 model every output lives to the end of the step, so the update tail holds a
 full second copy of parameters and state. When nothing reads an input after
 the node ``P`` that produces its updated value, that value can be written into
@@ -9,9 +9,9 @@ the input's own buffer: the output then costs no bytes at all.
 
 This module is a pass over the IR, in two steps:
 
-- :func:`find_inplace_pairs` matches inputs to outputs (naming rules or
-  explicit pairs) and keeps the *safe* ones, saying why each other one was
-  refused;
+- :func:`find_inplace_pairs` matches inputs to outputs (explicit pairs, naming
+  rules, then dataflow) and keeps the *safe* ones, saying why each other one
+  was refused;
 - :func:`apply_inplace` returns the same graph where each paired output has
   size 0 and every other reader ``c`` of the input gets a zero-byte *order
   token* that ``P`` reads (``c`` must run before ``P`` overwrites the input).
@@ -23,11 +23,34 @@ simulated peak is the peak with the outputs living in their inputs' buffers.
 Tokens are tensors of the IR only: the ONNX writer maps orders by node index,
 and :func:`is_order_token` lets plans and reports leave them out.
 
-Naming rules (an output is matched to the first candidate input that exists):
+Candidates, in this order of precedence:
 
-1. ``A_out.R`` -> ``A.R``: the corpus's ``param_out.X`` -> ``param.X`` and
-   ``state_out.X`` -> ``state.X``;
-2. ``X_new``, ``X.new``, ``X_out``, ``X.out``, ``X_updated``, ``X.updated`` -> ``X``.
+1. explicit pairs (``--inplace IN=OUT``): each must be safe, or it is an error;
+2. naming rules, for each graph output in order (the output is matched to the
+   first candidate input that exists; a name match wins whether or not the
+   dataflow agrees -- names are the exporter's word, and the checker below
+   makes any pair safe):
+
+   a. ``A_out.R`` -> ``A.R``: the corpus's ``param_out.X`` -> ``param.X`` and
+      ``state_out.X`` -> ``state.X``;
+   b. ``X_new``, ``X.new``, ``X_out``, ``X.out``, ``X_updated``, ``X.updated`` -> ``X``;
+
+3. dataflow, among the inputs the caller feeds and the outputs that are in no
+   explicit pair and no naming-rule candidate, accepted or refused
+   (:mod:`olla_onnx.passes.inplace_match`): ``O`` is the updated value of ``I``
+   when they have the same dtype and shape and ``I`` reaches ``O`` through
+   element-wise nodes only, on tensors of ``I``'s size; where several inputs
+   reach one output (Adam's ``m`` and ``v`` reach the new ``p``), a greedy
+   matching takes the shortest path first (``p`` is an operand of the final
+   ``Sub``; ``m`` is several nodes away), ties broken by fewer entries through
+   a non-first operand, then input and output position. The matching is
+   made before the safety check: an output whose match is refused does not
+   fall back to a more distant input (a parameter is never put into its
+   moment's buffer).
+
+Every candidate is then accepted or refused (with a one-line reason) by the
+safety rules below, one by one in that order, so the pairs found by names
+alone are exactly those found before the dataflow step existed.
 
 Safety, per pair (input ``I``, output ``O``, ``P`` = producer of ``O``):
 
@@ -51,7 +74,9 @@ Reshape, Flatten, Squeeze, Unsqueeze and Identity (:data:`~olla_onnx.ort_facts.V
 outputs are treated as ``I`` (transitively).
 
 Cost: O(n + E) to index the graph, plus one forward search from each ``P``
-(usually a handful of nodes: updates sit at the end of the step).
+(usually a handful of nodes: updates sit at the end of the step), plus the
+dataflow search: one search from each candidate input over the same-sized
+tensors element-wise nodes reach from it (the update tail), and a sort.
 """
 
 from __future__ import annotations
@@ -62,6 +87,7 @@ from typing import Iterable, Mapping, Sequence
 from olla_onnx.errors import GraphError, OllaInputError
 from olla_onnx.ir.graph import Graph, Node, Tensor
 from olla_onnx.ort_facts import ELEMENTWISE, UNSCHEDULED_OPS, VIEW_OPS
+from olla_onnx.passes.inplace_match import dataflow_candidates, match
 
 #: Every order token's name starts with this (a model using the prefix itself gets no pairs).
 TOKEN_PREFIX = "olla.order_token:"
@@ -223,22 +249,34 @@ def find_inplace_pairs(
     explicit: Sequence[tuple[str, str]] = (),
     *,
     rules: bool = True,
+    dataflow: bool = True,
     feedable: Iterable[str] | None = None,
     signatures: Mapping[str, object] | None = None,
 ) -> InplaceSearch:
-    """The safe (input, output) pairs of ``graph``: ``explicit`` ones first, then the naming rules.
+    """The safe (input, output) pairs of ``graph``: ``explicit`` ones first, then the naming rules
+    (``rules``), then the dataflow matches (``dataflow``; module docstring).
 
     ``feedable`` limits inputs to those the caller provides (default: every
     resident tensor); ``signatures`` maps names to a comparable (dtype, shape)
     where known. An explicit pair whose names do not exist or that is unsafe is
-    an :class:`OllaInputError` (the user asked for it); a pair the rules
-    propose and the safety rules refuse is listed in ``refused`` with its reason.
-    Pairs are accepted one by one, each checked with the tokens of the earlier
-    ones. Cost: module docstring.
+    an :class:`OllaInputError` (the user asked for it); a pair the rules or the
+    dataflow propose and the safety rules refuse is listed in ``refused`` with
+    its reason. Pairs are accepted one by one, each checked with the tokens of
+    the earlier ones. Cost: module docstring.
     """
     check = _Checker(graph, feedable, signatures)
     pairs: list[InplacePair] = []
     refused: list[Refusal] = []
+    claimed: set[str] = set()  # names of every candidate so far, accepted or refused
+
+    def propose(inp: str, out: str) -> None:
+        why = check.why_not(inp, out)
+        if why is None:
+            pairs.append(check.accept(inp, out))
+        else:
+            refused.append(Refusal(inp, out, why))
+        claimed.update((inp, out))
+
     for inp, out in explicit:
         for name, what in ((inp, "input"), (out, "output")):
             if name not in graph.tensors:
@@ -247,18 +285,20 @@ def find_inplace_pairs(
         if why is not None:
             raise OllaInputError(f"--inplace {inp}={out}: not safe in place: {why}")
         pairs.append(check.accept(inp, out))
+        claimed.update((inp, out))
     if rules:
         for out in graph.outputs:
             if out in check.used:
                 continue
             for inp in candidate_inputs(out):
                 if inp in graph.tensors and inp not in graph.producer:
-                    why = check.why_not(inp, out)
-                    if why is None:
-                        pairs.append(check.accept(inp, out))
-                    else:
-                        refused.append(Refusal(inp, out, why))
+                    propose(inp, out)
                     break
+    if dataflow and not check.reserved:
+        inputs = [t for t in graph.resident if t in check.feedable and t not in claimed]
+        outputs = [t for t in graph.outputs if t not in claimed]
+        for c in match(dataflow_candidates(graph, inputs, outputs, signatures)):
+            propose(c.input, c.output)
     return InplaceSearch(tuple(pairs), tuple(refused))
 
 
