@@ -6,6 +6,7 @@ The library API (the CLI is a thin layer over it)::
     loaded = load_graph("models/mlp_tiny.onnx")
     result = optimize_model(loaded)          # order, plan, peaks, bound, proof flag
     simulate(result.graph, list(result.order)).peak == result.peak_optimized  # in-place updates applied
+    Trainer("step.onnx", init=values).run(batches, steps=20)  # train in onnxruntime, planned arena, in place
 
 Imports are lazy so that ``olla-onnx --help`` starts fast.
 """
@@ -31,6 +32,7 @@ _EXPORTS = {
     "place": "olla_onnx.place",
     "load_plan": "olla_onnx.plan",
     "save_plan": "olla_onnx.plan",
+    "Trainer": "olla_onnx.train",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -292,7 +292,7 @@ def _forbid_sessions(monkeypatch):
         raise AssertionError("a session was opened")
 
     monkeypatch.setattr(measure, "open_session", boom)
-    monkeypatch.setattr(run, "measure_default", boom)
+    monkeypatch.setattr(run, "open_default", boom)
 
 
 def test_good_plan_is_used(mlp_path, plan_file):

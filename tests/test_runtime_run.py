@@ -94,3 +94,15 @@ def test_prediction_of_a_corpus_plan_within_two_percent(tmp_path):
     r = run_model(out, plan_path, inplace=False)
     assert r.initializer_bytes_outside > 0
     assert abs(r.prediction_error) < 0.02
+
+
+def test_inplace_plan_is_timed_and_judged(tmp_path):
+    # the in-place session's timed steps run on its own buffers (Session.step)
+    out, plan_path = _optimized(tmp_path, workspace=True, inplace=True)
+    r = run_model(out, plan_path)
+    assert r.inplace_pairs > 0 and r.inplace_equals_plain and r.inplace_verdict == "equal"
+    assert r.timed_steps == 5 and r.step_seconds_planned > 0 and r.step_seconds_default > 0
+    assert r.ort_run_to_run_variation == 0.0 and r.ort_one_thread_deterministic is None
+    verdicts = [v for _, v, _ in r.output_checks()]
+    assert verdicts[1:] == ["equal", "equal"]  # in-place vs plain, arena vs heap: bitwise
+    assert verdicts[0] in ("equal", "within_rewrites")  # against the default session (its fusions may round differently)

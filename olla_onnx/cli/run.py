@@ -20,16 +20,20 @@ def run(
     dim: Optional[list[str]] = typer.Option(None, "--dim", help="Pin a symbolic dimension: NAME=VALUE (repeatable)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random inputs."),
     no_inplace: bool = typer.Option(False, "--no-inplace", help="Run the plan's order without writing its in-place outputs into their inputs."),
+    steps: int = typer.Option(5, "--steps", help="Timed steps per session, interleaved; step times are their medians (at least 5)."),
     report_json: Optional[Path] = typer.Option(None, "--report-json", help="Write the figures as one JSON object."),
 ) -> None:
     """Run MODEL in onnxruntime twice — default options, and nodes in order with every tensor in one planned
-    arena — and compare the measured peaks and the outputs."""
+    arena — and compare the measured peaks, the step times and the outputs (against onnxruntime's own
+    run-to-run variation)."""
     from olla_onnx.run import run_model
 
     if provider not in ("cpu", "cuda"):
         fail(f"--provider {provider!r}: choose cpu or cuda")
+    if steps < 5:
+        fail(f"--steps {steps}: at least 5 (the step times are medians)")
     with console.status(f"running {model.name} in onnxruntime ({provider}) ..."):
-        r = run_model(model, plan, provider=provider, dims=parse_dims(dim), seed=seed, inplace=not no_inplace)
+        r = run_model(model, plan, provider=provider, dims=parse_dims(dim), seed=seed, inplace=not no_inplace, steps=steps)
 
     t = Table(title=f"{model.name} on {provider}: peak bytes held while onnxruntime ran")
     t.add_column("session")
@@ -54,18 +58,16 @@ def run(
         console.print(f"all {r.planned_allocs} requests of the measured run were served from the plan")
     if not r.trace_stable:
         console.print("[yellow]onnxruntime's request sequence changed between two recorded runs")
-    same = "equal" if r.outputs_equal else f"differ (max abs diff {r.max_abs_diff:.3g}, max relative diff {r.max_rel_diff:.2g})"
-    console.print(f"outputs vs the default session: {same}")
+    if r.step_time_ratio is not None:
+        console.print(
+            f"step time (median of {r.timed_steps}, interleaved): default {r.step_seconds_default * 1e3:.3g} ms, "
+            f"planned {r.step_seconds_planned * 1e3:.3g} ms, planned / default {r.step_time_ratio:.3f}"
+        )
     if r.inplace_pairs:
         console.print(
             f"in place: {r.inplace_pairs} output(s), {human_bytes(r.inplace_bytes)}, written into their inputs' buffers (IO binding)"
         )
-        if r.inplace_equals_plain:
-            console.print("outputs vs the same order without in-place: bitwise equal")
-        else:
-            console.print(f"[bold red]outputs vs the same order without in-place: DIFFERENT (max abs diff {r.inplace_max_abs_diff:.3g}; please report this)")
-    if r.planned_equals_unplanned:
-        console.print("outputs vs the same session without the arena: bitwise equal")
-    else:
-        console.print("[bold red]outputs vs the same session without the arena: DIFFERENT (please report this)")
+    for what, verdict, words in r.output_checks():
+        style = "[bold red]" if verdict == "beyond" else ""
+        console.print(f"{style}{what}: {words}", highlight=False)
     write_report(report_json, r.report())

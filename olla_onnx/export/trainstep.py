@@ -41,7 +41,8 @@ FOLD_OUTPUT_SIZE_LIMIT = 65536  # elements
 
 @dataclass(frozen=True)
 class Optimizer:
-    """An optimizer configuration: ``kind`` is ``"sgd"``, ``"adam"`` or ``"adamw"``."""
+    """An optimizer configuration: ``kind`` is ``"sgd"``, ``"adam"`` or ``"adamw"`` (SGD with ``momentum=0``
+    keeps no state)."""
 
     kind: str
     lr: float
@@ -53,7 +54,9 @@ class Optimizer:
     @property
     def slots(self) -> tuple[str, ...]:
         """Optimizer state slots per parameter, in torch.optim's names."""
-        return ("momentum_buffer",) if self.kind == "sgd" else ("exp_avg", "exp_avg_sq")
+        if self.kind == "sgd":
+            return ("momentum_buffer",) if self.momentum else ()
+        return ("exp_avg", "exp_avg_sq")
 
     @property
     def has_step(self) -> bool:
@@ -144,9 +147,11 @@ def optimizer_update(opt: Optimizer, p, g, states, step):
     ``step`` is the step count after increment (a float32 scalar tensor) or None.
     """
     if opt.kind == "sgd":
-        (buf,) = states
         if opt.weight_decay:
             g = g + opt.weight_decay * p
+        if not opt.momentum:
+            return p - opt.lr * g, []
+        (buf,) = states
         buf = buf * opt.momentum + g
         return p - opt.lr * buf, [buf]
     b1, b2 = opt.betas

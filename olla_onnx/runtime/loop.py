@@ -4,7 +4,8 @@ Used to check that the planned arena holds over many steps: no fallbacks, no
 growth of the process's resident memory (RSS), the same results as
 onnxruntime's default session. With an in-place session (pairs bound with IO
 binding) the updated parameters are already in the input buffers after a
-step: nothing is copied back for them.
+step: nothing is copied back for them, nor out of them but after the last
+step (:attr:`LoopResult.outputs`).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def train_loop(session: Session, feeds: Mapping[str, np.ndarray], pairs: Mapping
     outs: list = []
     for k in range(steps):
         if bound:
-            outs = session.step()
+            outs = session.step(copy_paired=k == steps - 1)  # paired outputs copied out once, at the end
             for out, inp in copy_back.items():
                 session.binding.set_input(inp, outs[index[out]])  # type: ignore[union-attr]
         else:

@@ -155,14 +155,18 @@ class Session:
             raise RuntimeError("load/step need a session with in-place pairs")
         self.binding.load(feeds)
 
-    def step(self) -> list[np.ndarray]:
+    def step(self, copy_paired: bool = True) -> list[np.ndarray]:
         """In-place sessions: one run on the input buffers as they are; each paired output's new
-        value stays in its input's buffer for the next step (no copy back)."""
+        value stays in its input's buffer for the next step (no copy back).
+
+        ``copy_paired=False`` (CPU): each paired output is returned as its input's buffer itself
+        (no copy; it changes with the next step), the other outputs as copies, as always.
+        """
         if self.binding is None:
             raise RuntimeError("load/step need a session with in-place pairs")
         self._begin()
         with env_allocator().serving(self.host):
-            return self.binding.run()
+            return self.binding.run(copy_paired)
 
     def _begin(self) -> None:
         for b in (self.host, self.device):
@@ -322,8 +326,13 @@ class InplaceBinding:
             spec = self._out_spec[out] = (buf.dtype, shape)
         return spec
 
-    def run(self) -> list[np.ndarray]:
-        """One run on the loaded buffers (call inside the session's allocator context)."""
+    def run(self, copy_paired: bool = True) -> list[np.ndarray]:
+        """One run on the loaded buffers (call inside the session's allocator context).
+
+        Outputs come back as copies (onnxruntime's own output buffers are freed inside the run),
+        except, with ``copy_paired=False`` on CPU, the paired outputs: each is its input's buffer
+        (reshaped to the output's shape), valid until the next run or :meth:`load` changes it.
+        """
         if not self.host:
             raise RuntimeError("load() the inputs before the first run")
         bound: dict[int, int] = {}  # output index -> the input buffer it must be written to
@@ -344,8 +353,13 @@ class InplaceBinding:
                 del values
                 if moved:
                     raise RuntimeError(f"onnxruntime did not write {moved[:3]} into the bound input buffers")
-            raw = self.io.copy_outputs_to_cpu()
-            outs = [np.array(a, copy=True) for a in raw]
+            if copy_paired or self.device != "cpu":
+                raw = self.io.copy_outputs_to_cpu()
+                outs = [np.array(a, copy=True) for a in raw]
+            else:  # OrtValue.numpy() is a view of onnxruntime's buffer on CPU: one copy of each unpaired output
+                raw = self.io.get_outputs()
+                outs = [self.host[self.pairs[name]].reshape(self._spec(name)[1]) if k in bound
+                        else np.array(raw[k].numpy(), copy=True) for k, name in enumerate(self.outputs)]
             del raw
         finally:
             self.io.clear_binding_outputs()  # onnxruntime's own output buffers go back inside the run
