@@ -37,7 +37,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 
 from olla_onnx.errors import OllaInputError
 from olla_onnx.export.step import TrainingStep
-from olla_onnx.export.trainstep import Optimizer, decomposition_table, optimizer_update, rename_io
+from olla_onnx.export.trainstep import Optimizer, decomposition_table, rename_io, updated
 
 aten = torch.ops.aten
 KINDS = ("sgd", "adam", "adamw")
@@ -71,14 +71,7 @@ def step_function(module: nn.Module, loss_fn: Callable, opt: Optimizer, names: S
         step = flat[n * (1 + s) + n_batch] + 1 if opt.has_step else None
         loss = loss_fn(torch.func.functional_call(module, params, tuple(batch[:-1])), batch[-1])
         grads = torch.autograd.grad(loss, list(params.values()))
-        new_p, new_s = [], [[] for _ in range(s)]
-        with torch.no_grad():
-            for i, (p, g) in enumerate(zip(params.values(), grads)):
-                q, st = optimizer_update(opt, p.detach(), g, [state[j][i] for j in range(s)], step)
-                new_p.append(q)
-                for j in range(s):
-                    new_s[j].append(st[j])
-        out = [loss.detach(), *new_p, *(t for slot in new_s for t in slot)]
+        out = [loss.detach(), *updated(opt, list(params.values()), grads, state, step)]
         return tuple(out + ([step] if opt.has_step else []))
 
     return step_fn

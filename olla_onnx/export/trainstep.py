@@ -25,7 +25,6 @@ Cost: a few seconds for small models, up to a minute or two for the
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -198,6 +197,21 @@ def signature(module: nn.Module, opt: Optimizer) -> StepSignature:
     return StepSignature(tuple(n for n, _ in module.named_parameters()), opt.slots, opt.has_step)
 
 
+def updated(opt, params: list, grads, state: list, step) -> list:
+    """The new parameters, then each state slot's new tensors (slot by slot), from one optimizer update
+    (:func:`optimizer_update`) of every parameter; ``state[j][i]`` is slot ``j`` of parameter ``i``."""
+    s = len(state)
+    new_p, new_s = [], [[] for _ in range(s)]
+    with torch.no_grad():
+        for i, (p, g) in enumerate(zip(params, grads)):
+            q, st = optimizer_update(opt, p.detach(), g, [state[j][i] for j in range(s)], step)
+            new_p.append(q)
+            for j in range(s):
+                new_s[j].append(st[j])
+    return [*new_p, *(t for slot in new_s for t in slot)]
+
+
+
 def make_step_fn(module: nn.Module, loss_fn: Callable, opt: Optimizer, sig: StepSignature) -> Callable:
     """The training step as a function of the flat inputs of ``sig``, returning its flat outputs."""
     n, s = len(sig.params), len(sig.slots)
@@ -209,14 +223,7 @@ def make_step_fn(module: nn.Module, loss_fn: Callable, opt: Optimizer, sig: Step
         step = flat[n * (1 + s) + 2] + 1 if sig.has_step else None
         loss = loss_fn(torch.func.functional_call(module, params, (x,)), y)
         grads = torch.autograd.grad(loss, list(params.values()))
-        new_p, new_s = [], [[] for _ in range(s)]
-        with torch.no_grad():
-            for i, (p, g) in enumerate(zip(params.values(), grads)):
-                q, st = optimizer_update(opt, p.detach(), g, [state[j][i] for j in range(s)], step)
-                new_p.append(q)
-                for j in range(s):
-                    new_s[j].append(st[j])
-        out = [loss.detach(), *new_p, *(t for slot in new_s for t in slot)]
+        out = [loss.detach(), *updated(opt, list(params.values()), grads, state, step)]
         return tuple(out + ([step] if sig.has_step else []))
 
     return step_fn
