@@ -2,7 +2,7 @@
 
 Each step file was written by ``olla_onnx.export.training_step`` (``models/exporters/make_fx_steps.py``) and
 carries its ``TrainingStep``; ``<name>.reference.json`` holds the losses of 20 eager PyTorch steps on the fixed
-data its ``data`` field describes, made here again with numpy alone (:func:`fixed_data`).
+data its ``data`` field describes, made again with numpy alone (``models/exporters/reference_data.py``).
 
 Two comparisons, and why their tolerances:
 
@@ -32,23 +32,13 @@ from olla_onnx.errors import OllaInputError
 from olla_onnx.export.step import TrainingStep
 from olla_onnx.train import Trainer
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "models" / "exporters"))
+from reference_data import fixed_data  # noqa: E402  (numpy only, no torch)
+
 ROOT = Path(__file__).resolve().parents[1]
 EXPORTERS = ROOT / "models" / "exporters"
 STEPS = 20
 PAIRS = {"mlp_adam_fx": 13, "mlp_sgdm_fx": 8}  # 4 parameters, their state, Adam's step count
-
-
-def fixed_data(model: onnx.ModelProto, step: TrainingStep, seed: int, steps: int):
-    """The data of ``<name>.reference.json`` (its ``data`` field): initial values by input name, and batches."""
-    rng = np.random.default_rng(seed)
-    shapes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim] for vi in model.graph.input}
-    init = {n: rng.uniform(-0.25, 0.25, shapes[n]).astype(np.float32) for n in step.inputs if n in step.parameters}
-    init.update({n: np.zeros(shapes[n], np.float32) for n in step.state})
-    batches = []
-    for _ in range(steps):
-        x = rng.standard_normal((8, 16)).astype(np.float32)
-        batches.append((x, ((x[:, 0] > 0) + 2 * (x[:, 1] > 0)).astype(np.int64)))
-    return init, batches
 
 
 def plain_loop(path: Path, step: TrainingStep, init, batches):

@@ -17,7 +17,7 @@ mean cross-entropy, batch 8, written by :func:`olla_onnx.export.training_step`:
 
 Each file carries its :class:`olla_onnx.export.TrainingStep` (which input is which, which output updates
 which). ``<name>.reference.json``: the losses of 20 eager PyTorch steps (the module's own forward,
-``loss.backward()``, ``torch.optim`` single-tensor) from the fixed data :func:`fixed_data` describes
+``loss.backward()``, ``torch.optim`` single-tensor) from the fixed data :func:`reference_data.fixed_data` describes
 (``tests/test_train.py`` makes the same data with numpy alone). Re-running rewrites every file byte for byte.
 """
 
@@ -27,13 +27,13 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import onnx
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from olla_onnx.export.fx import eager_steps, training_step
+from reference_data import fixed_data
 
 STEPS, SEED = 20, 0
 DATA = ("numpy.random.default_rng(seed): for each parameter input in file order uniform(-0.25, 0.25, shape) "
@@ -51,19 +51,6 @@ def module_and_batch() -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
     return module, (torch.randn(8, 16), torch.randint(0, 4, (8,)))
 
 
-def fixed_data(model: onnx.ModelProto, step, seed: int = SEED, steps: int = STEPS):
-    """(initial parameters and state by input name, batches) as :data:`DATA` says."""
-    rng = np.random.default_rng(seed)
-    shapes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim] for vi in model.graph.input}
-    init = {n: rng.uniform(-0.25, 0.25, shapes[n]).astype(np.float32) for n in step.inputs if n in step.parameters}
-    init.update({n: np.zeros(shapes[n], np.float32) for n in step.state})
-    batches = []
-    for _ in range(steps):
-        x = rng.standard_normal((8, 16)).astype(np.float32)
-        batches.append((x, ((x[:, 0] > 0) + 2 * (x[:, 1] > 0)).astype(np.int64)))
-    return init, batches
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out-dir", type=Path, default=Path(__file__).parent)
@@ -73,7 +60,7 @@ def main() -> None:
         path = out_dir / f"{name}.onnx"
         step = training_step(module, F.cross_entropy, kw.pop("optimizer"), batch, path, **kw)
         model = onnx.load(path)
-        init, batches = fixed_data(model, step)
+        init, batches = fixed_data(model, step, SEED, STEPS)
         losses, _ = eager_steps(module, F.cross_entropy, step, init, batches)
         ref = {"model": path.name, "torch": torch.__version__, "steps": STEPS, "seed": SEED, "data": DATA,
                "optimizer": step.optimizer, "loss": "cross-entropy (mean)", "eager_losses": losses}
