@@ -246,8 +246,7 @@ def load_model_for_run(model_path: Path, plan_path: Path | None, dims: Mapping[s
     the plan was made without it (`optimize --no-workspace`: none of its buffers is a workspace),
     so that the plan is checked against the graph it was made for.
     """
-    import onnx
-
+    from olla_onnx.formats.onnx.read import read_onnx_with_data
     from olla_onnx.formats.onnx.write import reordered_model
     from olla_onnx.plan import check_plan, load_plan
 
@@ -268,10 +267,7 @@ def load_model_for_run(model_path: Path, plan_path: Path | None, dims: Mapping[s
         if plan_path is not None:
             raise
         graph = None
-    try:
-        model = onnx.load(str(model_path))
-    except Exception as exc:
-        raise OllaInputError(f"{model_path} is not a readable ONNX model: {exc}") from None
+    model = read_onnx_with_data(model_path)
     if plan is None:
         return model, graph, None, "file"
     if graph is None:

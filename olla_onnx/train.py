@@ -289,12 +289,9 @@ def _load(model: Any, plan: Any, dims: Mapping[str, int] | None) -> tuple[Any, A
 
 def _full_model(loaded: Any) -> Any:
     """The model with its external data (the loaded IR's copy has none)."""
-    import onnx
+    from olla_onnx.formats.onnx.read import read_onnx_with_data
 
-    try:
-        return onnx.load(str(loaded.path))
-    except Exception as exc:
-        raise OllaInputError(f"{loaded.path} is not a readable ONNX model: {exc}") from None
+    return read_onnx_with_data(loaded.path)
 
 
 def _declared(vi: Any) -> tuple[Any, tuple[int | None, ...] | None]:

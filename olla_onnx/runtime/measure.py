@@ -33,7 +33,7 @@ import numpy as np
 
 from olla_onnx.ort_facts import SMALL_INITIALIZER
 from olla_onnx.runtime.allocator import ArenaAllocator, RecordingAllocator, plan_trace
-from olla_onnx.runtime.session import Session, new_allocators, open_session
+from olla_onnx.runtime.session import Session, new_allocators, open_session, session_options
 
 
 
@@ -354,11 +354,7 @@ def one_thread_deterministic(model_bytes: bytes, feeds: Mapping[str, np.ndarray]
     the file's order, as the planned session runs). O(two runs)."""
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    if not optimized:
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        so.execution_order = ort.ExecutionOrder.PRIORITY_BASED
+    so = session_options("default" if optimized else "planned", env_allocators=False, threads=1)
     sess = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
     first = [np.array(a, copy=True) for a in sess.run(None, dict(feeds))]
     return diff_outputs(first, [np.array(a, copy=True) for a in sess.run(None, dict(feeds))]).equal

@@ -44,17 +44,22 @@ CUDA_FREE_FN = C.CFUNCTYPE(None, C.c_void_p)
 CUDA_EMPTY_FN = C.CFUNCTYPE(None)
 
 
-def session_options(kind: str, mem_reuse: bool = True) -> Any:
+def session_options(kind: str, mem_reuse: bool = True, *, env_allocators: bool = True, threads: int | None = None) -> Any:
     """``onnxruntime.SessionOptions`` for a ``"default"`` or a ``"planned"`` session (module docstring).
 
     ``mem_reuse=False`` (planned only) stops onnxruntime from handing a dead
     tensor's buffer to a later tensor itself: then every tensor is its own
     request and the arena plan sees the true lifetimes (no in-place reuse).
+    ``env_allocators=False``: onnxruntime's own allocators instead of the ones
+    olla-onnx registers; ``threads``: the intra-op thread count (None: onnxruntime's).
     """
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.add_session_config_entry("session.use_env_allocators", "1")
+    if env_allocators:
+        so.add_session_config_entry("session.use_env_allocators", "1")
+    if threads is not None:
+        so.intra_op_num_threads = threads
     if kind == "planned":
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         so.execution_order = ort.ExecutionOrder.PRIORITY_BASED

@@ -96,6 +96,14 @@ def read_onnx(path: Path) -> ModelProto:
     return model
 
 
+def read_onnx_with_data(path: Path) -> ModelProto:
+    """Parse ``path`` with its external data loaded (to run it); any failure is a one-line :class:`OnnxFileError`."""
+    try:
+        return onnx.load(str(path))
+    except Exception as exc:
+        raise OnnxFileError(f"{path} is not a readable ONNX model: {exc}") from None
+
+
 def stored_tensors(graph: GraphProto) -> Iterator[TensorProto]:
     """Every TensorProto stored in ``graph``: initializers and attribute tensors, subgraphs included."""
     yield from graph.initializer
